@@ -1,0 +1,380 @@
+"""Benchmarks of the Modbus-MQTT bridge (``make bench-bridge``): one JSON object per line.
+
+Everything runs for real: the inverter simulator on a socat pty pair (wire time at 9600 8N1 + t3.5 +
+30 ms turnaround emulated by the simulator), the bridge as a subprocess (``python -m nattery_bridge``),
+the project Mosquitto on 127.0.0.1:1884 with a site user.
+
+* ``bridge.bus_efficiency``: poll transactions per second achieved with continuous polling, over the
+  theoretical maximum for the same transactions: 1 / mean(wire time of request and reply + t3.5 +
+  simulator turnaround + configured pacing).
+* ``bridge.command_latency_p99_ms`` / ``bridge.command_latency_p99_ratio``: ``set_power`` commands at
+  random moments while polling continuously, measured from the cloud's publish to the ``done`` ack it
+  receives; the bound is the longest poll transaction (with its pacing) plus the command's own
+  transactions (read of the control registers, the write, the read-back, with pacing between them).
+* ``bridge.cpu_seconds_per_hour`` / ``bridge.rss_mb``: the bridge process alone (``/proc/<pid>``) with
+  the full telemetry set (fast and slow groups) polled and published every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from nattery_bridge.control import DeyeStrategy
+from nattery_bridge.envelope import Live, Target
+from nattery_bridge.settings import BridgeSettings
+from nattery_bridge.telemetry import telemetry_blocks
+from nattery_shared.contracts.mqtt import BatteryMode
+from nattery_shared.modbus.registers import Group, group_blocks, load_profile
+from nattery_shared.modbus.rtu import frame_time_s, read_response_size, t35_s
+from nattery_sim.testing import PtyPair, SimProcess
+
+REPO = Path(__file__).resolve().parents[1]
+HOST, PORT = "127.0.0.1", int(os.environ.get("NATTERY_BENCH_MQTT_PORT", "1884"))
+SITE, SITE_PW = "bridge-bench", "bridge-bench-pw"
+SERVICE = ("device-service", "nattery-dev")
+TURNAROUND_S = 0.030
+PACING_S = BridgeSettings().serial.pacing_ms / 1000
+BAUD = 9600
+RMAP = load_profile("deye-sunsynk-1ph")
+
+
+def emit(**kw: Any) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+def tx_time(request_bytes: int, reply_bytes: int, pacing: bool = True) -> float:
+    """One transaction at 9600 8N1: both frames + t3.5 + turnaround (+ pacing)."""
+    return (
+        frame_time_s(request_bytes + reply_bytes, BAUD)
+        + t35_s(BAUD)
+        + TURNAROUND_S
+        + (PACING_S if pacing else 0)
+    )
+
+
+def read_tx(count: int, pacing: bool = True) -> float:
+    return tx_time(8, read_response_size(count), pacing)
+
+
+def write_tx(count: int, pacing: bool = True) -> float:
+    return tx_time(9 + 2 * count, 8, pacing)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_site_user() -> None:
+    subprocess.run(["mosquitto_passwd", "-b", str(REPO / "var/mosquitto/passwd"), SITE, SITE_PW], check=True)
+    with contextlib.suppress(Exception):
+        os.kill(int((REPO / "var/mosquitto/mosquitto.pid").read_text().strip()), signal.SIGHUP)
+    time.sleep(0.3)
+
+
+class Rig:
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.device = f"b-{uuid.uuid4().hex[:8]}"
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "NATTERY_BRIDGE_SITE": SITE,
+            "NATTERY_BRIDGE_DEVICE": self.device,
+            "NATTERY_BRIDGE_DATA_DIR": str(tmp / "data"),
+            "NATTERY_BRIDGE_SERIAL__PORT": str(tmp / "ttyBridge"),
+            "NATTERY_BRIDGE_SERIAL__TURNAROUND_MS": str(TURNAROUND_S * 1000),
+            "NATTERY_BRIDGE_MQTT__HOST": HOST,
+            "NATTERY_BRIDGE_MQTT__PORT": str(PORT),
+            "NATTERY_BRIDGE_MQTT__USERNAME": SITE,
+            "NATTERY_BRIDGE_MQTT__PASSWORD": SITE_PW,
+            "NATTERY_BRIDGE_METRICS_PORT": str(self.metrics_port),
+            "NATTERY_BRIDGE_DISCOVERY__ENABLED": "false",
+            "NATTERY_BRIDGE_LOG_LEVEL": "WARNING",
+            **env,
+        }
+
+    def __enter__(self) -> Rig:
+        self.pty = PtyPair(self.tmp / "ttySim", self.tmp / "ttyBridge").start()
+        self.sim = SimProcess(
+            self.tmp / "ttySim",
+            control_socket=self.tmp / "ctl",
+            args=[
+                "--turnaround-ms",
+                str(TURNAROUND_S * 1000),
+                "--pv-kwp",
+                "0",
+                "--start-time",
+                "2026-01-15T02:00:00+00:00",
+            ],
+            log=self.tmp / "sim.log",
+        ).start()
+        with (self.tmp / "bridge.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nattery_bridge"], env=self.env, stdout=log, stderr=log
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.sim.stop()
+        self.pty.stop()
+
+    def metrics(self) -> dict[str, float]:
+        import urllib.request
+
+        out: dict[str, float] = {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line and not line.startswith("#"):
+                    k, _, v = line.rpartition(" ")
+                    out[k] = float(v)
+        return out
+
+    def wait_metrics(self, timeout: float = 15) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                m = self.metrics()
+                if m.get('bridge_transaction_latency_seconds_count{kind="poll"}', 0) > 0:
+                    return m
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bridge did not start; see {self.tmp / 'bridge.log'}")
+            time.sleep(0.2)
+
+    def cpu_split(self) -> tuple[float, float]:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / ticks, int(fields[12]) / ticks  # utime, stime
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu_split())
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def poll_counts(m: dict[str, float]) -> tuple[float, float]:
+    return (
+        m.get('bridge_transaction_latency_seconds_count{kind="poll"}', 0.0),
+        m.get('bridge_transaction_latency_seconds_sum{kind="poll"}', 0.0),
+    )
+
+
+def bench_bus_efficiency(tmp: Path, seconds: float = 20.0) -> None:
+    env = {"NATTERY_BRIDGE_TELEMETRY__FAST_INTERVAL_S": "0", "NATTERY_BRIDGE_TELEMETRY__SLOW_INTERVAL_S": "0"}
+    s = BridgeSettings()
+    blocks = telemetry_blocks(RMAP, Group.FAST, s.serial.max_read_registers, s.serial.max_gap_registers)
+    with Rig(tmp, env) as rig:
+        rig.wait_metrics()
+        time.sleep(2)
+        n0, _ = poll_counts(rig.metrics())
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        n1, _ = poll_counts(rig.metrics())
+        elapsed = time.monotonic() - t0
+        errors = {k: v for k, v in rig.metrics().items() if k.startswith("bridge_errors_total")}
+    achieved = (n1 - n0) / elapsed
+    mean_tx = statistics.fmean(read_tx(b.count) for b in blocks)
+    theoretical = 1 / mean_tx
+    emit(
+        name="bridge.bus_efficiency",
+        value=round(achieved / theoretical, 4),
+        unit="ratio",
+        target=">= 0.95",
+        achieved_tx_per_s=round(achieved, 3),
+        theoretical_tx_per_s=round(theoretical, 3),
+        transactions=[f"FC03 {b.start}+{b.count}" for b in blocks],
+        errors=errors,
+        compared_with="1 / mean(wire time 9600 8N1 + t3.5 + 30 ms simulator turnaround + "
+        f"{PACING_S * 1000:.0f} ms pacing) of the same poll transactions",
+    )
+
+
+@contextlib.asynccontextmanager
+async def cloud(device: str) -> AsyncIterator[tuple[aiomqtt.Client, dict[str, float]]]:
+    done: dict[str, float] = {}
+    async with aiomqtt.Client(HOST, PORT, username=SERVICE[0], password=SERVICE[1]) as client:
+        await client.subscribe(f"nattery/v1/{SITE}/{device}/command/ack", qos=1)
+
+        async def reader() -> None:
+            async for m in client.messages:
+                ack = json.loads(m.payload)
+                if ack["status"] in ("done", "failed", "rejected"):
+                    done[ack["id"]] = time.monotonic()
+                    done[ack["id"] + ":status"] = 1.0 if ack["status"] == "done" else 0.0
+                    if ack["status"] != "done":
+                        print(f"command {ack['status']}: {ack.get('reason')}", file=sys.stderr)
+                    done[ack["id"] + ":bus_ms"] = float(ack.get("applied", {}).get("bus_ms", float("nan")))
+                    done[ack["id"] + ":queued_ms"] = float(
+                        ack.get("applied", {}).get("queued_ms", float("nan"))
+                    )
+
+        task = asyncio.create_task(reader())
+        try:
+            yield client, done
+        finally:
+            task.cancel()
+
+
+def command_bound_s() -> tuple[float, float, list[str]]:
+    """(longest poll transaction incl. pacing, the command's transactions, their description)."""
+    s = BridgeSettings()
+    polls = telemetry_blocks(RMAP, Group.FAST, s.serial.max_read_registers, s.serial.max_gap_registers)
+    longest_poll = max(read_tx(b.count) for b in polls)
+    plan = DeyeStrategy(RMAP).plan(Target(BatteryMode.DISCHARGE, 1000), s.limits.safety(), Live())
+    reads = group_blocks([RMAP[n] for n in plan], max_registers=s.serial.max_read_registers, max_gap=16)
+    txs = [read_tx(b.count) for b in reads] + [write_tx(6), read_tx(6, pacing=False)]  # tou1..6 power
+    desc = [f"FC03 {b.start}+{b.count}" for b in reads] + ["FC16 256+6", "FC03 256+6"]
+    return longest_poll, sum(txs), desc
+
+
+async def _commands(rig: Rig, n: int) -> list[tuple[float, float, float]]:
+    out: list[tuple[float, float, float]] = []
+    async with cloud(rig.device) as (client, done):
+        # first command sets everything else up (mode discharge); then only the program power changes
+        for i in range(n + 1):
+            await asyncio.sleep(random.uniform(0.3, 0.9))
+            cid = str(uuid.uuid4())
+            now = datetime.now(UTC)
+            body = {
+                "id": cid,
+                "type": "set_power",
+                "params": {"battery_power_w": 1000 + 100 * (i % 2)},
+                "issued_at": now.isoformat(),
+                "expires_at": (now + timedelta(minutes=5)).isoformat(),
+            }
+            t0 = time.monotonic()
+            await client.publish(f"nattery/v1/{SITE}/{rig.device}/command", json.dumps(body), qos=1)
+            deadline = t0 + 10
+            while cid not in done and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            if cid not in done:
+                raise RuntimeError("no ack within 10 s")
+            if done[cid + ":status"] != 1.0:
+                raise RuntimeError("command not done")
+            if i:
+                out.append((done[cid] - t0, done[cid + ":bus_ms"] / 1000, done[cid + ":queued_ms"] / 1000))
+    return out
+
+
+def bench_command_latency(tmp: Path, n: int = 60) -> None:
+    env = {"NATTERY_BRIDGE_TELEMETRY__FAST_INTERVAL_S": "0", "NATTERY_BRIDGE_TELEMETRY__SLOW_INTERVAL_S": "0"}
+    with Rig(tmp, env) as rig:
+        rig.wait_metrics()
+        time.sleep(1)
+        samples = asyncio.run(_commands(rig, n))
+    lat = sorted(s[0] for s in samples)
+    if os.environ.get("BENCH_DEBUG"):
+        for s in sorted(samples)[-8:]:
+            print(
+                f"latency {s[0] * 1000:.0f} bus {s[1] * 1000:.0f} queued {s[2] * 1000:.0f}", file=sys.stderr
+            )
+    p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+    longest_poll, cmd_txs, desc = command_bound_s()
+    bound = longest_poll + cmd_txs
+    emit(
+        name="bridge.command_latency_p99_ms",
+        value=round(p99 * 1000, 1),
+        unit="ms",
+        reference=round(bound * 1000, 1),
+        p50_ms=round(statistics.median(lat) * 1000, 1),
+        max_ms=round(lat[-1] * 1000, 1),
+        commands=len(lat),
+        measured_bus_ms_median=round(statistics.median(s[1] for s in samples) * 1000, 1),
+        compared_with="bound: longest poll transaction with pacing + the command's own transactions "
+        f"({', '.join(desc)}) at 9600 8N1 + t3.5 + 30 ms turnaround, pacing between",
+        measured_from="cloud publish of the command to receipt of its done ack (MQTT both ways included)",
+    )
+    emit(
+        name="bridge.command_latency_p99_ratio",
+        value=round(p99 / bound, 3),
+        unit="ratio",
+        target="<= 1.1",
+        bound_ms=round(bound * 1000, 1),
+        longest_poll_ms=round(longest_poll * 1000, 1),
+        command_transactions_ms=round(cmd_txs * 1000, 1),
+    )
+
+
+def bench_resources(tmp: Path, seconds: float = 60.0) -> None:
+    env = {"NATTERY_BRIDGE_TELEMETRY__FAST_INTERVAL_S": "1", "NATTERY_BRIDGE_TELEMETRY__SLOW_INTERVAL_S": "1"}
+    with Rig(tmp, env) as rig:
+        rig.wait_metrics()
+        time.sleep(3)
+        (u0, s0), t0 = rig.cpu_split(), time.monotonic()
+        c0 = u0 + s0
+        m0 = rig.metrics().get('bridge_published_messages_total{kind="telemetry"}', 0)
+        time.sleep(seconds)
+        (u1, s1), t1 = rig.cpu_split(), time.monotonic()
+        c1 = u1 + s1
+        m1 = rig.metrics().get('bridge_published_messages_total{kind="telemetry"}', 0)
+        rss = rig.rss_mb()
+    cpu_per_hour = (c1 - c0) / (t1 - t0) * 3600
+    emit(
+        name="bridge.cpu_seconds_per_hour",
+        value=round(cpu_per_hour, 2),
+        unit="CPU-s/h",
+        target="<= 36",
+        window_s=round(t1 - t0, 1),
+        telemetry_messages_per_s=round((m1 - m0) / (t1 - t0), 2),
+        user_s_per_hour=round((u1 - u0) / (t1 - t0) * 3600, 2),
+        system_s_per_hour=round((s1 - s0) / (t1 - t0) * 3600, 2),
+        compared_with="utime+stime of the bridge process (/proc/<pid>/stat), full telemetry every second",
+    )
+    emit(
+        name="bridge.rss_mb",
+        value=round(rss, 1),
+        unit="MB",
+        target="<= 80",
+        compared_with="VmRSS of the bridge process (/proc/<pid>/status) after the CPU window",
+    )
+
+
+def main() -> None:
+    ensure_site_user()
+    only = set(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as d:
+        root = Path(d)
+        for name, fn in (
+            ("efficiency", bench_bus_efficiency),
+            ("latency", bench_command_latency),
+            ("resources", bench_resources),
+        ):
+            if only and name not in only:
+                continue
+            sub = root / name
+            sub.mkdir()
+            fn(sub)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Load generator: publishes telemetry like N sites (see ``loadgen.py``)."""

@@ -1,0 +1,273 @@
+"""The MQTT link: presence (retained state + last will), command subscription, outbox drain, HA discovery.
+
+aiomqtt 2.x has no disk persistence and no auto-reconnect (platform.md §5): the loop below reconnects
+with back-off, and everything that must survive an outage goes through the SQLite outbox; a row is
+deleted only after ``publish(qos=1)`` returned, i.e. after the broker's PUBACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+
+from nattery_shared.contracts.mqtt import DeviceStatus, State, TopicSuffix, topic
+from nattery_shared.modbus.registers import RegisterMap
+
+from .metrics import Metrics
+from .settings import BridgeSettings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# name suffix -> (device_class, unit, state_class)
+_HA_CLASSES: list[tuple[str, tuple[str | None, str, str]]] = [
+    ("_soc_pct", ("battery", "%", "measurement")),
+    ("_pct", (None, "%", "measurement")),
+    ("_kwh", ("energy", "kWh", "total_increasing")),
+    ("_w", ("power", "W", "measurement")),
+    ("_v", ("voltage", "V", "measurement")),
+    ("_a", ("current", "A", "measurement")),
+    ("_hz", ("frequency", "Hz", "measurement")),
+    ("_c", ("temperature", "°C", "measurement")),
+]
+
+
+def ha_classes(name: str) -> tuple[str | None, str, str] | None:
+    for suffix, classes in _HA_CLASSES:
+        if name.endswith(suffix):
+            return classes
+    return None
+
+
+_UNIT_SUFFIXES = ("_pct", "_kwh", "_w", "_v", "_a", "_hz", "_c")
+
+
+def _pretty(name: str) -> str:
+    for suffix in _UNIT_SUFFIXES:
+        if name.endswith(suffix):
+            name = name.removesuffix(suffix)
+            break
+    return name.replace("_", " ").replace("soc", "SoC").replace("pv", "PV").capitalize()
+
+
+def discovery_messages(settings: BridgeSettings, names: list[str]) -> list[tuple[str, bytes]]:
+    """Retained Home Assistant discovery configs for the telemetry values (platform.md §9)."""
+    site, device = settings.site, settings.device
+    node = f"nattery_{site}_{device}".replace("-", "_")
+    state_t = topic(site, device, TopicSuffix.TELEMETRY)
+    avty_t = topic(site, device, TopicSuffix.STATE)
+    dev = {
+        "ids": [node],
+        "name": f"Nattery {site} {device}",
+        "mf": "Nattery",
+        "mdl": settings.profile,
+        "sw": settings.firmware,
+    }
+    out: list[tuple[str, bytes]] = []
+    for name in names:
+        classes = ha_classes(name)
+        if classes is None:
+            continue
+        device_class, unit, state_class = classes
+        cfg: dict[str, Any] = {
+            "name": _pretty(name),
+            "uniq_id": f"{node}_{name}",
+            "stat_t": state_t,
+            # telemetry arrives in groups; keep the last value when a message lacks this one
+            "val_tpl": f"{{{{ value_json['values'].get('{name}', this.state) }}}}",
+            "unit_of_meas": unit,
+            "stat_cla": state_class,
+            "avty_t": avty_t,
+            "avty_tpl": "{{ 'offline' if value_json.status == 'offline' else 'online' }}",
+            "dev": dev,
+        }
+        if device_class:
+            cfg["dev_cla"] = device_class
+        # node_id = the site slug: the broker ACL grants a site `homeassistant/+/{slug}/#` only.
+        object_id = f"{device}_{name}".replace("-", "_")
+        out.append(
+            (f"{settings.discovery.prefix}/sensor/{site}/{object_id}/config", json.dumps(cfg).encode())
+        )
+    return out
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        store: Store,
+        metrics: Metrics,
+        rmap: RegisterMap,
+        on_command: CommandHandler,
+        telemetry_names: list[str],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.rmap = rmap
+        self.on_command = on_command
+        self.telemetry_names = telemetry_names
+        self.connected = False
+        self.disconnected_since: float | None = time.monotonic()  # not connected yet at start
+        self.outbox_wake = asyncio.Event()
+        self.status = DeviceStatus.ONLINE
+        self._client: aiomqtt.Client | None = None
+        s = settings
+        self.command_topic = topic(s.site, s.device, TopicSuffix.COMMAND)
+        self.state_topic = topic(s.site, s.device, TopicSuffix.STATE)
+        self.ha_status_topic = f"{s.discovery.prefix}/status"
+        self.connects = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ presence
+    def _state_payload(self, status: DeviceStatus) -> bytes:
+        st = State(status=status, ts=_now(), firmware=self.settings.firmware, profile=self.settings.profile)
+        return st.model_dump_json().encode()
+
+    async def set_status(self, status: DeviceStatus) -> None:
+        if status == self.status:
+            return
+        self.status = status
+        client = self._client
+        if client is not None and self.connected:
+            try:
+                await client.publish(self.state_topic, self._state_payload(status), qos=1, retain=True)
+            except aiomqtt.MqttError as e:
+                log.info("state publish failed (will be re-sent on reconnect): %s", e)
+
+    async def publish_discovery(self, client: aiomqtt.Client) -> None:
+        if not self.settings.discovery.enabled:
+            return
+        for t, payload in discovery_messages(self.settings, self.telemetry_names):
+            await client.publish(t, payload, qos=1, retain=True)
+
+    # ------------------------------------------------------------ main loop
+    def _client_kwargs(self) -> dict[str, Any]:
+        m = self.settings.mqtt
+        kw: dict[str, Any] = {
+            "port": m.port,
+            "username": m.username,
+            "password": m.password.get_secret_value() if m.password else None,
+            "identifier": f"nattery-bridge-{self.settings.site}-{self.settings.device}",
+            "clean_session": False,  # the broker keeps commands while we are away (expiry guards them)
+            "keepalive": m.keepalive_s,
+            "timeout": m.publish_timeout_s,
+            "will": aiomqtt.Will(
+                self.state_topic, self._state_payload(DeviceStatus.OFFLINE), qos=1, retain=True
+            ),
+            "max_inflight_messages": max(20, m.publish_window),
+        }
+        if m.tls:
+            ctx = ssl.create_default_context(cafile=m.ca_file)
+            kw["tls_context"] = ctx
+        return kw
+
+    async def run(self) -> None:
+        delay = self.settings.mqtt.reconnect_min_s
+        while True:
+            try:
+                async with aiomqtt.Client(self.settings.mqtt.host, **self._client_kwargs()) as client:
+                    self._client = client
+                    self.connected = True
+                    self.disconnected_since = None
+                    self.connects += 1
+                    self.metrics.mqtt_connected.set(1)
+                    delay = self.settings.mqtt.reconnect_min_s
+                    log.info("connected to MQTT %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
+                    await client.publish(
+                        self.state_topic, self._state_payload(self.status), qos=1, retain=True
+                    )
+                    await client.subscribe(self.command_topic, qos=1)
+                    if self.settings.discovery.enabled:
+                        await client.subscribe(self.ha_status_topic, qos=1)
+                        await self.publish_discovery(client)
+                    try:
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._read(client))
+                            tg.create_task(self._drain(client))
+                    except asyncio.CancelledError:
+                        # Shutting down: a clean DISCONNECT does not fire the last will, so say it.
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(
+                                client.publish(
+                                    self.state_topic,
+                                    self._state_payload(DeviceStatus.OFFLINE),
+                                    qos=1,
+                                    retain=True,
+                                ),
+                                2.0,
+                            )
+                        raise
+            except* aiomqtt.MqttError as eg:
+                log.warning("MQTT link down: %s", eg.exceptions[0])
+                self.metrics.errors.labels("mqtt").inc()
+            except* Exception as eg:  # a bug must not end the link for good
+                log.error("MQTT link failed", exc_info=eg.exceptions[0])
+                self.metrics.errors.labels("mqtt_bug").inc()
+            finally:
+                if self.connected:
+                    self.disconnected_since = time.monotonic()
+                self.connected = False
+                self._client = None
+                self.metrics.mqtt_connected.set(0)
+            await asyncio.sleep(delay)
+            delay = min(self.settings.mqtt.reconnect_max_s, delay * 2)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes | bytearray) else str(payload or "").encode()
+            if message.topic.matches(self.command_topic):
+                # Handled in its own task so a long-running command never stalls the reader; the
+                # handler records the id synchronously, so duplicates and order are safe.
+                task = asyncio.create_task(self.on_command(bytes(data)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif message.topic.matches(self.ha_status_topic) and bytes(data).strip() == b"online":
+                log.info("Home Assistant came online: re-sending discovery")
+                await self.publish_discovery(client)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        window = self.settings.mqtt.publish_window
+        while True:
+            rows = self.store.peek(window)
+            self.metrics.outbox_rows.set(self.store.outbox_rows)
+            self.metrics.outbox_bytes.set(self.store.outbox_bytes)
+            if not rows:
+                self.outbox_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox_wake.wait(), 1.0)
+                continue
+            # Publishes are issued in row order (paho keeps that order on the wire); each returns
+            # after its PUBACK. Only acknowledged rows are deleted.
+            results = await asyncio.gather(
+                *(client.publish(r.topic, r.payload, qos=1, retain=r.retain) for r in rows),
+                return_exceptions=True,
+            )
+            done = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+            self.store.remove(done)
+            for r, res in zip(rows, results, strict=True):
+                if res is None:
+                    self.metrics.published.labels(r.kind).inc()
+            errors = [res for res in results if isinstance(res, BaseException)]
+            if errors:
+                err = errors[0]
+                if isinstance(err, aiomqtt.MqttError):
+                    raise err
+                raise aiomqtt.MqttError(f"publish failed: {err!r}")

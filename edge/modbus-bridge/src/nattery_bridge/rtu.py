@@ -1,0 +1,332 @@
+"""A small asyncio Modbus RTU master over pyserial, built on the shared frame codec.
+
+Why not pymodbus' async client (modbus-rtu.md §5): it retries and times out on its own terms
+(3 x 3 s defaults), does no pacing, and its chunk handling has regressed before (3.12.x). This master
+owns all of that explicitly:
+
+* one transaction at a time (the caller, :class:`nattery_bridge.bus.Bus`, guarantees it);
+* replies are framed by length (function code + byte count), never by inter-byte gaps, so replies that
+  a USB adapter delivers in 16-byte chunks are fine;
+* the receive buffer is flushed before every request (stale bytes after a timeout cannot poison the
+  next reply);
+* timeout = wire time of request and reply + expected turnaround + margin (a few hundred ms at most);
+* at most one retry, only for timeouts and CRC errors (an exception reply is an answer);
+* a silence of ``pacing`` after every transaction, measured from the end of the reply;
+* a port that disappears (USB unplug: the tty vanishes, reads fail with EIO) is closed and reopened on
+  the next transaction, no restart needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import serial
+
+from nattery_shared.modbus.rtu import (
+    READ_HOLDING,
+    WRITE_MULTIPLE,
+    CrcError,
+    FrameAssembler,
+    FrameError,
+    Response,
+    build_read_request,
+    build_write_multiple_request,
+    frame_time_s,
+    parse_response,
+    read_response_size,
+    t35_s,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ModbusError(Exception):
+    """Base of every transaction failure; ``kind`` names it for metrics."""
+
+    kind = "error"
+
+
+class PortUnavailable(ModbusError):
+    kind = "port_unavailable"
+
+
+class NoResponse(ModbusError):
+    kind = "timeout"
+
+
+class BadFrame(ModbusError):
+    kind = "crc"
+
+
+class ExceptionReply(ModbusError):
+    kind = "exception_reply"
+
+    def __init__(self, function: int, code: int) -> None:
+        super().__init__(f"exception reply {code:#04x} to FC{function:02}")
+        self.code = code
+
+
+class UnexpectedReply(ModbusError):
+    kind = "unexpected_reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    baud: int = 9600
+    bits_per_char: int = 10
+    turnaround_s: float = 0.05
+    margin_s: float = 0.1
+    pacing_s: float = 0.03
+    # Once a reply has started, keep waiting while pieces keep coming no further apart than this (USB
+    # adapters hand replies over in chunks: FTDI latency timer 16 ms).
+    chunk_gap_s: float = 0.05
+
+    def wire_s(self, n_bytes: int) -> float:
+        return frame_time_s(n_bytes, self.baud, self.bits_per_char)
+
+    @property
+    def t35(self) -> float:
+        return t35_s(self.baud, self.bits_per_char)
+
+    def timeout_s(self, request_bytes: int, response_bytes: int) -> float:
+        """Time from the start of sending to the last byte of a reply, plus margin."""
+        return self.wire_s(request_bytes + response_bytes) + 2 * self.t35 + self.turnaround_s + self.margin_s
+
+
+def bits_per_char(bytesize: int, parity: str, stopbits: int) -> int:
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
+# Observer signature: (kind, start, end, ok, error_kind)
+Observer = Callable[[str, float, float, bool, str | None], None]
+
+
+class RtuMaster:
+    def __init__(
+        self,
+        port: str,
+        unit: int,
+        timing: Timing,
+        *,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: int = 1,
+        retries: int = 1,
+        reopen_interval_s: float = 1.0,
+        observer: Observer | None = None,
+    ) -> None:
+        self.port = port
+        self.unit = unit
+        self.timing = timing
+        self.retries = retries
+        self.reopen_interval_s = reopen_interval_s
+        self._serial_kwargs = {"bytesize": bytesize, "parity": parity, "stopbits": stopbits}
+        self._serial: serial.Serial | None = None
+        self._fd: int | None = None
+        self._asm = FrameAssembler("response")
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._last_end = 0.0
+        self._last_rx = 0.0
+        self._last_open_attempt = -1e9
+        self._observer = observer
+        self.stats: dict[str, int] = {}
+        self.last_success = 0.0
+        self.last_tx_start = 0.0  # request sent (monotonic)
+        self.last_tx_end = 0.0  # reply received or given up
+
+    # ------------------------------------------------------------ port handling
+    @property
+    def is_open(self) -> bool:
+        return self._serial is not None
+
+    def _count(self, kind: str) -> None:
+        self.stats[kind] = self.stats.get(kind, 0) + 1
+
+    def open(self) -> None:
+        """Open the port now (raises PortUnavailable)."""
+        self._last_open_attempt = time.monotonic()
+        try:
+            ser = serial.Serial(
+                self.port,
+                baudrate=self.timing.baud,
+                timeout=0,
+                write_timeout=0,
+                exclusive=True,
+                **self._serial_kwargs,
+            )
+        except (OSError, serial.SerialException, ValueError) as e:
+            raise PortUnavailable(f"cannot open {self.port}: {e}") from e
+        self._serial = ser
+        self._fd = ser.fileno()
+        with contextlib.suppress(Exception):
+            ser.reset_input_buffer()
+        asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+        log.info("serial port %s open", self.port)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._fd)
+        if self._serial is not None:
+            with contextlib.suppress(Exception):
+                self._serial.close()
+        self._serial = None
+        self._fd = None
+        self._asm.reset()
+
+    def _lost(self, err: BaseException) -> None:
+        log.warning("serial port %s lost: %s", self.port, err)
+        self._count("port_lost")
+        self.close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(PortUnavailable(f"{self.port} lost: {err}"))
+
+    def _ensure_open(self) -> None:
+        if self._serial is not None:
+            return
+        if time.monotonic() - self._last_open_attempt < self.reopen_interval_s:
+            raise PortUnavailable(f"{self.port} unavailable (next reopen attempt pending)")
+        self.open()
+
+    def _on_readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 1024)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._lost(e)
+            return
+        if not data:
+            self._lost(EOFError("end of file"))
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._count("stray_bytes")
+            return  # nobody waits: dropped by the flush before the next request anyway
+        self._last_rx = time.monotonic()
+        try:
+            frame = self._asm.feed(data)
+        except FrameError as e:
+            waiter.set_exception(BadFrame(str(e)))
+            return
+        if frame is not None:
+            waiter.set_result(frame)
+
+    # ------------------------------------------------------------ transactions
+    async def read_holding(self, address: int, count: int, kind: str = "poll") -> list[int]:
+        request = build_read_request(self.unit, address, count)
+        resp = await self._transact(request, read_response_size(count), READ_HOLDING, kind)
+        if len(resp.registers) != count:
+            raise UnexpectedReply(f"asked for {count} registers at {address}, got {len(resp.registers)}")
+        return list(resp.registers)
+
+    async def write_registers(self, address: int, values: list[int], kind: str = "write") -> None:
+        request = build_write_multiple_request(self.unit, address, values)
+        resp = await self._transact(request, 8, WRITE_MULTIPLE, kind)
+        if resp.address != address or resp.count != len(values):
+            raise UnexpectedReply(f"FC16 echo {resp.address}/{resp.count} != {address}/{len(values)}")
+
+    async def _transact(self, request: bytes, response_len: int, function: int, kind: str) -> Response:
+        attempts = self.retries + 1
+        last: ModbusError | None = None
+        for attempt in range(attempts):
+            try:
+                return await self._once(request, response_len, function, kind)
+            except (NoResponse, BadFrame) as e:
+                last = e
+                if attempt + 1 < attempts:
+                    self._count("retry")
+                    continue
+            except ModbusError:
+                raise
+        assert last is not None
+        raise last
+
+    async def _once(self, request: bytes, response_len: int, function: int, kind: str) -> Response:
+        # Pacing: silence after the previous transaction, from the end of its reply.
+        wait = self._last_end + self.timing.pacing_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            self._ensure_open()
+        except PortUnavailable:
+            self._count("port_unavailable")
+            raise
+        assert self._fd is not None
+        loop = asyncio.get_running_loop()
+        self._asm.reset()
+        self._flush_input()
+        self._waiter = loop.create_future()
+        start = time.monotonic()
+        self.last_tx_start = start
+        ok = False
+        err: str | None = None
+        try:
+            try:
+                os.write(self._fd, request)
+            except OSError as e:
+                self._lost(e)
+                raise PortUnavailable(f"write to {self.port} failed: {e}") from e
+            timeout = self.timing.timeout_s(len(request), response_len)
+            deadline = start + timeout
+            while True:
+                try:
+                    frame = await asyncio.wait_for(
+                        asyncio.shield(self._waiter), max(0.0, deadline - time.monotonic())
+                    )
+                    break
+                except TimeoutError:
+                    # a reply still trickling in (chunked by the adapter) gets more time per piece
+                    extended = self._last_rx + self.timing.chunk_gap_s
+                    if self._last_rx > start and extended > time.monotonic():
+                        deadline = extended
+                        continue
+                    raise NoResponse(f"no reply within {timeout * 1000:.0f} ms") from None
+            try:
+                resp = parse_response(frame)
+            except CrcError as e:
+                raise BadFrame(str(e)) from e
+            except FrameError as e:
+                raise BadFrame(str(e)) from e
+            if resp.unit != self.unit or resp.function != function:
+                raise UnexpectedReply(f"reply from unit {resp.unit} FC{resp.function:02}")
+            if resp.exception is not None:
+                raise ExceptionReply(function, int(resp.exception))
+            ok = True
+            self.last_success = time.monotonic()
+            return resp
+        except ModbusError as e:
+            err = e.kind
+            self._count(e.kind)
+            raise
+        finally:
+            end = time.monotonic()
+            self._last_end = end
+            self.last_tx_end = end
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.cancel()
+            self._waiter = None
+            if self._observer is not None:
+                self._observer(kind, start, end, ok, err)
+
+    def _flush_input(self) -> None:
+        if self._fd is None:
+            return
+        while True:
+            try:
+                data = os.read(self._fd, 1024)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self._lost(e)
+                raise PortUnavailable(f"{self.port} lost: {e}") from e
+            if not data:
+                return
+            self._count("stale_bytes")

@@ -1,0 +1,126 @@
+"""Unit tests without I/O: outbox budget, seq, envelope, Deye strategy, read-compare-write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nattery_bridge import envelope
+from nattery_bridge.control import DeyeStrategy, apply_plan
+from nattery_bridge.envelope import Live, Target
+from nattery_bridge.store import Store
+from nattery_shared.contracts.mqtt import BatteryMode, SafetyLimits
+from nattery_shared.modbus.registers import load_profile
+
+LIMITS = SafetyLimits(
+    soc_min_pct=20,
+    soc_max_pct=90,
+    max_charge_w=3000,
+    max_discharge_w=2500,
+    battery_temp_min_c=5,
+    battery_temp_max_c=45,
+    export_limit_w=1000,
+)
+
+
+def test_outbox_seq_and_budget(tmp_path: Path) -> None:
+    store = Store(tmp_path / "b.sqlite3", budget_bytes=20_000)
+    for _ in range(10):
+        seq = store.next_seq()
+        store.enqueue_telemetry("t", seq, b"x" * 100)
+    store.enqueue("ack", "a", b"ack")
+    assert store.next_seq() == 10
+    rows = store.peek(100)
+    assert [r.kind for r in rows][-1] == "ack"
+    store.remove([r.id for r in rows[:3]])
+    assert store.outbox_rows == 8
+    store.close()
+    # persisted across a restart
+    store = Store(tmp_path / "b.sqlite3", budget_bytes=20_000)
+    assert store.next_seq() == 10
+    assert store.outbox_rows == 8
+    # over budget: the oldest telemetry goes first, the ack stays
+    dropped = None
+    for i in range(200):
+        d = store.enqueue_telemetry("t", 10 + i, b"y" * 100)
+        dropped = dropped or d
+    assert dropped is not None and dropped.rows > 0
+    assert store.outbox_bytes <= 20_000
+    kinds = [r.kind for r in store.peek(1000)]
+    assert "ack" in kinds
+    payloads = [r.payload for r in store.peek(1000) if r.kind == "telemetry"]
+    assert payloads[-1] == b"y" * 100
+    store.close()
+
+
+def test_envelope_clamps_and_refuses() -> None:
+    live = Live(soc_pct=50, battery_temp_c=25, battery_voltage_v=51)
+    d = envelope.check(Target(BatteryMode.CHARGE, 5000, 99), LIMITS, live)
+    assert d.allowed and d.clamped
+    assert d.target.power_w == 3000 and d.target.target_soc_pct == 90
+    assert "max_charge_w" in (d.reason or "") and "soc_max" in (d.reason or "")
+    d = envelope.check(Target(BatteryMode.DISCHARGE, 1000, 5), LIMITS, live)
+    assert d.allowed and d.target.target_soc_pct == 20
+    d = envelope.check(Target(BatteryMode.DISCHARGE, 1000), LIMITS, Live(soc_pct=20, battery_temp_c=25))
+    assert not d.allowed and "soc_min" in (d.reason or "")
+    d = envelope.check(Target(BatteryMode.CHARGE, 1000), LIMITS, Live(soc_pct=50, battery_temp_c=50))
+    assert not d.allowed and "temperature" in (d.reason or "")
+    d = envelope.check(Target(BatteryMode.HOLD), LIMITS, Live(battery_temp_c=80))
+    assert d.allowed
+    assert envelope.from_power(-1500) == Target(BatteryMode.CHARGE, 1500)
+    assert envelope.from_power(0).mode is BatteryMode.HOLD
+    wider = LIMITS.model_copy(update={"max_charge_w": 9000})
+    assert envelope.within(wider, LIMITS)
+    assert not envelope.within(LIMITS, LIMITS)
+
+
+class FakeMaster:
+    """Register dict standing in for the bus (the real thing is tested over ptys)."""
+
+    def __init__(self, regs: dict[int, int]) -> None:
+        self.regs = regs
+        self.writes: list[tuple[int, list[int]]] = []
+        self.last_tx_start = 0.0
+        self.last_tx_end = 0.0
+
+    async def read_holding(self, address: int, count: int, kind: str = "") -> list[int]:
+        return [self.regs.get(a, 0) for a in range(address, address + count)]
+
+    async def write_registers(self, address: int, values: list[int], kind: str = "") -> None:
+        self.writes.append((address, values))
+        for i, v in enumerate(values):
+            self.regs[address + i] = v
+
+
+@pytest.mark.parametrize("mode", list(BatteryMode))
+async def test_apply_plan_reads_compares_writes_only_changes(mode: BatteryMode) -> None:
+    rmap = load_profile("deye-sunsynk-1ph")
+    strategy = DeyeStrategy(rmap)
+    target = Target(mode, 2000, 80 if mode is BatteryMode.CHARGE else None)
+    plan = strategy.plan(target, LIMITS, Live(battery_voltage_v=50))
+    master = FakeMaster({274 + i: 0b1000_0000 for i in range(6)})  # unrelated bit 7 must survive
+    res = await apply_plan(master, rmap, plan)  # type: ignore[arg-type]
+    assert res.written_registers > 0
+    for name, value in plan.items():
+        assert res.applied[name] == pytest.approx(value), name
+    if mode is BatteryMode.CHARGE:
+        assert all(master.regs[274 + i] & 0x80 for i in range(6))
+        assert res.applied["grid_charge_enabled"] == 1
+    master.writes.clear()
+    again = await apply_plan(master, rmap, plan)  # type: ignore[arg-type]
+    assert master.writes == [] and again.written_registers == 0
+
+
+def test_deye_plans_respect_limits() -> None:
+    rmap = load_profile("deye-sunsynk-1ph")
+    s = DeyeStrategy(rmap)
+    safe = s.plan(Target(BatteryMode.SELF_CONSUMPTION), LIMITS, Live(battery_voltage_v=50))
+    assert safe["battery_shutdown_soc_pct"] == 20
+    # currents that cannot exceed the W limits at the highest plausible voltage (54.4 V for 51.2 V)
+    assert safe["battery_max_charge_current_a"] == 55 and safe["battery_max_discharge_current_a"] == 45
+    charge = s.plan(Target(BatteryMode.CHARGE, 2000, 80), LIMITS, Live(battery_voltage_v=50))
+    assert charge["grid_charge_current_a"] == 43 and charge["tou1_power_w"] == 2000  # ceil(2000 / 47.5)
+    assert safe["max_sell_power_w"] == 1000 and safe["tou_enabled"] == 0 and safe["grid_charge_enabled"] == 0
+    estop = s.emergency_stop_plan(LIMITS)
+    assert estop["inverter_enabled"] == 0 and estop["battery_max_discharge_current_a"] == 0

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The `fleet` process of `make run`: once the services answer, register the simulated sites through the
+# gateway (provision_fleet.py writes each site's MQTT password to var/sites/<slug>/bridge.env), then run
+# the simulators and bridges (nattery_sim.fleet). NATTERY_FLEET_SITES sets the fleet size (default 3).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SITES="${NATTERY_FLEET_SITES:-3}"
+if ! uv run --no-sync python infrastructure/local/provision_fleet.py --sites "$SITES"; then
+  echo "fleet: could not register the simulated sites; running the simulators without bridges" >&2
+  exec uv run --no-sync python -m nattery_sim.fleet --sites "$SITES" --no-bridge
+fi
+export NATTERY_BRIDGE_MQTT__HOST=127.0.0.1 NATTERY_BRIDGE_MQTT__PORT=1884
+exec uv run --no-sync python -m nattery_sim.fleet --sites "$SITES"

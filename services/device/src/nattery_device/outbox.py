@@ -1,0 +1,86 @@
+"""Transactional outbox: events are inserted in the same transaction as the change they describe and
+published to RabbitMQ afterwards by :class:`OutboxRelay`, so a status change or a command transition is
+never stored without its event (or the other way round), even when RabbitMQ is down.
+
+Delivery is at least once (a crash between publish and mark re-publishes); consumers dedupe by event id.
+Several replicas can relay at once: rows are claimed with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from nattery_device.cancel import raise_if_cancelling
+from nattery_shared.contracts.events import CloudEvent, EventType, make_event, parse_event
+from nattery_shared.rabbit import EventBus
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/services/device"
+
+
+async def enqueue(
+    conn: AsyncConnection[Any], event_type: EventType, data: Any, *, subject: str | None = None
+) -> None:
+    event = make_event(event_type, data, source=SOURCE, subject=subject)
+    await conn.execute(
+        "INSERT INTO outbox (id, type, envelope) VALUES (%s, %s, %s)",
+        (event.id, event.type.value, Jsonb(event.model_dump(mode="json"))),
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: AsyncConnectionPool, bus: EventBus, *, poll_s: float = 1.0, batch: int = 100
+    ) -> None:
+        self._pool = pool
+        self._bus = bus
+        self._poll_s = poll_s
+        self._batch = batch
+        self._poke = asyncio.Event()
+        self._failing = False
+
+    def poke(self) -> None:
+        """Something was enqueued: publish now rather than at the next poll."""
+        self._poke.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.publish_pending() == self._batch:
+                    pass
+                if self._failing:
+                    log.info("outbox relay publishing again")
+                    self._failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                raise_if_cancelling()
+                if not self._failing:
+                    log.warning("outbox relay cannot publish, will retry: %r", err)
+                    self._failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self._poll_s)
+            self._poke.clear()
+
+    async def publish_pending(self) -> int:
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT id, envelope FROM outbox WHERE published_at IS NULL "
+                "ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self._batch,),
+            )
+            rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+            for row in rows:
+                event: CloudEvent[Any] = parse_event(json.dumps(row["envelope"]))
+                await self._bus.publish(event)
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = %s", (row["id"],))
+            return len(rows)

@@ -1,0 +1,75 @@
+"""Site API models. Safety limits are the contract's :class:`SafetyLimits` (the bridge enforces them)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nattery_shared.contracts.mqtt import SafetyLimits, Slug
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown IANA timezone {value!r}") from err
+    return value
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SiteCreate(_In):
+    slug: Slug
+    name: str = Field(min_length=1, max_length=200)
+    location: str | None = Field(default=None, max_length=500)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    timezone: str = Field(default="UTC", examples=["Europe/London"])
+    safety_limits: SafetyLimits
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+
+class SiteUpdate(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    location: str | None = Field(default=None, max_length=500)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    timezone: str | None = None
+    safety_limits: SafetyLimits | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
+
+
+class Site(BaseModel):
+    id: uuid.UUID
+    org_id: uuid.UUID
+    slug: str
+    name: str
+    location: str | None
+    latitude: float | None
+    longitude: float | None
+    timezone: str
+    safety_limits: SafetyLimits
+    mqtt_username: str
+    mqtt_revoked: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class MqttCredentials(BaseModel):
+    username: str
+    password: str = Field(description="shown once; only its hash is kept (in the broker's password file)")
+    topic_prefix: str
+
+
+class ProvisionedSite(Site):
+    mqtt: MqttCredentials

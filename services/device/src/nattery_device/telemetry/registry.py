@@ -1,0 +1,132 @@
+"""In-memory view of the registry for the ingest path: topic slugs -> org, site, device, measurement.
+
+Loaded in one query, refreshed periodically; a topic naming a site or device we do not know triggers
+one targeted reload (rate-limited), so a site provisioned on another replica is found within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from nattery_device.cancel import raise_if_cancelling
+from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    site_slug: str
+    slug: str
+    kind: DeviceKind
+    measurement: str
+    # measurement and tags of every line of this device, sorted by tag key: "inverter,device=..,org=..,site=.. "
+    line_prefix: str
+
+
+@dataclass(slots=True)
+class SiteEntry:
+    id: uuid.UUID
+    org_id: uuid.UUID
+    slug: str
+    revoked: bool
+    devices: dict[str, DeviceEntry] = field(default_factory=dict)
+
+
+class RegistryCache:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, refresh_s: float = 30.0, miss_reload_s: float = 1.0
+    ) -> None:
+        self._pool = pool
+        self._refresh_s = refresh_s
+        self._miss_reload_s = miss_reload_s
+        self._sites: dict[str, SiteEntry] = {}
+        self._by_device: dict[uuid.UUID, DeviceEntry] = {}
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+        self._failing = False
+
+    async def load(self) -> None:
+        async with self._lock:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    """SELECT s.id AS site_id, s.org_id, s.slug AS site_slug, s.mqtt_revoked_at IS NOT NULL AS revoked,
+                              d.id AS device_id, d.slug AS device_slug, d.kind
+                       FROM sites s LEFT JOIN devices d ON d.site_id = s.id"""
+                )
+                rows = await cur.fetchall()
+            sites: dict[str, SiteEntry] = {}
+            by_device: dict[uuid.UUID, DeviceEntry] = {}
+            for row in rows:
+                r: dict[str, Any] = row  # type: ignore[assignment]
+                site = sites.get(str(r["site_slug"]))
+                if site is None:
+                    site = sites[str(r["site_slug"])] = SiteEntry(
+                        id=r["site_id"],
+                        org_id=r["org_id"],
+                        slug=str(r["site_slug"]),
+                        revoked=bool(r["revoked"]),
+                    )
+                if r["device_id"] is None:
+                    continue
+                kind = DeviceKind(str(r["kind"]))
+                measurement = MEASUREMENT[kind]
+                entry = DeviceEntry(
+                    id=r["device_id"],
+                    org_id=site.org_id,
+                    site_id=site.id,
+                    site_slug=site.slug,
+                    slug=str(r["device_slug"]),
+                    kind=kind,
+                    measurement=measurement,
+                    line_prefix=f"{measurement},device={r['device_id']},org={site.org_id},site={site.id} ",
+                )
+                site.devices[entry.slug] = entry
+                by_device[entry.id] = entry
+            self._sites, self._by_device = sites, by_device
+            self._loaded_at = time.monotonic()
+
+    def site(self, slug: str) -> SiteEntry | None:
+        return self._sites.get(slug)
+
+    def device(self, site_slug: str, device_slug: str) -> DeviceEntry | None:
+        site = self._sites.get(site_slug)
+        return None if site is None else site.devices.get(device_slug)
+
+    def by_id(self, device_id: uuid.UUID) -> DeviceEntry | None:
+        return self._by_device.get(device_id)
+
+    async def resolve(self, site_slug: str, device_slug: str) -> DeviceEntry | None:
+        """Look up, reloading once (at most every ``miss_reload_s``) when the slugs are unknown."""
+        entry = self.device(site_slug, device_slug)
+        if entry is None and time.monotonic() - self._loaded_at >= self._miss_reload_s:
+            await self.load()
+            entry = self.device(site_slug, device_slug)
+        return entry
+
+    def invalidate(self) -> None:
+        self._loaded_at = 0.0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self.load()
+                if self._failing:
+                    log.info("registry reload works again")
+                    self._failing = False
+            except Exception as err:
+                raise_if_cancelling()
+                if not self._failing:
+                    log.warning("registry reload failed, keeping the previous view: %r", err)
+                    self._failing = True

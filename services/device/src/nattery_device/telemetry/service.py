@@ -1,0 +1,253 @@
+"""Telemetry queries: latest values (Redis), history with downsampling, statistics (InfluxQL).
+
+The device is always looked up in the caller's org first (PostgreSQL), and the InfluxQL filters on the
+org tag as well, so no query can reach another org's series. Identifiers in the InfluxQL text are
+validated UUIDs, field names match ``[a-z][a-z0-9_]*`` and times are integer nanoseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
+from nattery_device.presence.service import latest_key
+from nattery_device.telemetry.lines import ts_ns
+from nattery_device.telemetry.schemas import (
+    Aggregate,
+    FieldStats,
+    History,
+    HistoryPoint,
+    Latest,
+    Stats,
+    as_float,
+    interval_seconds,
+)
+from nattery_shared.errors import BadRequest, DependencyUnavailable, NotFound
+from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable
+
+MAX_POINTS = 100_000
+PARALLEL_STATEMENTS = 2
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+async def _device(pool: AsyncConnectionPool, org_id: uuid.UUID, device_id: uuid.UUID) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, org_id, site_id, kind FROM devices WHERE org_id = %s AND id = %s", (org_id, device_id)
+        )
+        row: dict[str, Any] | None = await cur.fetchone()  # type: ignore[assignment]
+    if row is None:
+        raise NotFound("device not found")
+    return row
+
+
+async def _devices(
+    pool: AsyncConnectionPool, org_id: uuid.UUID, site_id: uuid.UUID | None, limit: int
+) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        if site_id is not None:
+            cur = await conn.execute("SELECT 1 FROM sites WHERE org_id = %s AND id = %s", (org_id, site_id))
+            if await cur.fetchone() is None:
+                raise NotFound("site not found")
+        cur = await conn.execute(
+            """SELECT id, site_id FROM devices WHERE org_id = %s AND (%s::uuid IS NULL OR site_id = %s)
+               ORDER BY site_id, slug LIMIT %s""",
+            (org_id, site_id, site_id, limit),
+        )
+        rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+    return rows
+
+
+def _latest(device_id: uuid.UUID, site_id: uuid.UUID, raw: dict[Any, Any]) -> Latest:
+    get = {k.decode(): v.decode() for k, v in raw.items()}
+    return Latest(
+        device_id=device_id,
+        site_id=site_id,
+        ts=get.get("ts"),
+        seq=int(get["seq"]) if "seq" in get else None,
+        values=json.loads(get["values"]) if "values" in get else {},
+        status=get.get("status"),
+        status_at=get.get("status_at"),
+    )
+
+
+async def latest_for_device(
+    pool: AsyncConnectionPool, redis: Redis, org_id: uuid.UUID, device_id: uuid.UUID
+) -> Latest:
+    device = await _device(pool, org_id, device_id)
+    return _latest(device_id, device["site_id"], await redis.hgetall(latest_key(device_id)))
+
+
+async def latest_for_many(
+    pool: AsyncConnectionPool, redis: Redis, org_id: uuid.UUID, *, site_id: uuid.UUID | None, limit: int
+) -> list[Latest]:
+    devices = await _devices(pool, org_id, site_id, limit)
+    pipe = redis.pipeline(transaction=False)
+    for d in devices:
+        pipe.hgetall(latest_key(d["id"]))
+    results = await pipe.execute() if devices else []
+    return [_latest(d["id"], d["site_id"], raw) for d, raw in zip(devices, results, strict=True)]
+
+
+def _where(device: dict[str, Any], start: datetime, end: datetime) -> str:
+    return (
+        f"\"org\" = '{uuid.UUID(str(device['org_id']))}' AND \"device\" = '{uuid.UUID(str(device['id']))}' "
+        f"AND time >= {ts_ns(start)} AND time < {ts_ns(end)}"
+    )
+
+
+def _check_range(start: datetime, end: datetime) -> None:
+    if end <= start:
+        raise BadRequest("end must be after start")
+    if end - start > timedelta(days=366):
+        raise BadRequest("range longer than 366 days")
+
+
+async def _query(influx: InfluxClient, q: str) -> list[Any]:
+    try:
+        return await influx.query(q)
+    except InfluxUnavailable as err:
+        raise DependencyUnavailable("influxdb is unavailable") from err
+    except InfluxError as err:
+        raise BadRequest(f"query refused: {err}") from err
+
+
+async def history(
+    pool: AsyncConnectionPool,
+    influx: InfluxClient,
+    org_id: uuid.UUID,
+    device_id: uuid.UUID,
+    *,
+    start: datetime,
+    end: datetime,
+    fields: list[str] | None,
+    interval: str | None,
+    aggregate: Aggregate,
+    limit: int,
+) -> History:
+    _check_range(start, end)
+    device = await _device(pool, org_id, device_id)
+    measurement = MEASUREMENT[DeviceKind(device["kind"])]
+    if interval is not None:
+        try:
+            step_s = interval_seconds(interval)
+        except ValueError as err:
+            raise BadRequest(str(err)) from err
+        if (end - start).total_seconds() / step_s > MAX_POINTS:
+            raise BadRequest(f"more than {MAX_POINTS} intervals: choose a longer interval or a shorter range")
+        if not fields:
+            raise BadRequest("choose fields (fields=a,b) when downsampling")
+        # InfluxDB 1.x runs one statement on one core: split the fields over parallel statements.
+        groups = [fields[i::PARALLEL_STATEMENTS] for i in range(min(PARALLEL_STATEMENTS, len(fields)))]
+        statements = [
+            f'SELECT {", ".join(f"{aggregate.value}({_q(f)}) AS {_q(f)}" for f in group)} FROM "{measurement}" '
+            f"WHERE {_where(device, start, end)} GROUP BY time({interval}) fill(none) LIMIT {limit}"
+            for group in groups
+        ]
+        results = await asyncio.gather(*(_query(influx, q) for q in statements))
+        merged: dict[datetime, dict[str, float | None]] = {}
+        for series_list in results:
+            for s in series_list:
+                for row in s.rows:
+                    values = merged.setdefault(row["time"], {})
+                    values.update({c: as_float(row.get(c)) for c in s.columns if c != "time"})
+        downsampled = [
+            HistoryPoint(time=t, values={f: v.get(f) for f in fields}) for t, v in sorted(merged.items())
+        ]
+        return History(
+            device_id=device_id,
+            measurement=measurement,
+            interval=interval,
+            aggregate=aggregate,
+            fields=fields,
+            points=downsampled[:limit],
+        )
+    else:
+        select = ", ".join(f'"{f}"' for f in fields) if fields else "*"
+        q = f'SELECT {select} FROM "{measurement}" WHERE {_where(device, start, end)} LIMIT {limit}'
+    series = await _query(influx, q)
+    points: list[HistoryPoint] = []
+    names: list[str] = list(fields or [])
+    for s in series:
+        columns = [c for c in s.columns if c not in ("time", "org", "site", "device")]
+        if not names:
+            names = columns
+        for row in s.rows:
+            points.append(HistoryPoint(time=row["time"], values={c: as_float(row.get(c)) for c in columns}))
+    return History(
+        device_id=device_id,
+        measurement=measurement,
+        interval=interval,
+        aggregate=aggregate if interval else None,
+        fields=names,
+        points=points,
+    )
+
+
+def history_csv(result: History) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["time", *result.fields])
+    for point in result.points:
+        writer.writerow(
+            [
+                point.time.isoformat(),
+                *("" if point.values.get(f) is None else point.values[f] for f in result.fields),
+            ]
+        )
+    return out.getvalue()
+
+
+async def stats(
+    pool: AsyncConnectionPool,
+    influx: InfluxClient,
+    org_id: uuid.UUID,
+    device_id: uuid.UUID,
+    *,
+    start: datetime,
+    end: datetime,
+    fields: list[str],
+) -> Stats:
+    _check_range(start, end)
+    device = await _device(pool, org_id, device_id)
+    measurement = MEASUREMENT[DeviceKind(device["kind"])]
+    parts = []
+    for f in fields:
+        parts += [
+            f'mean("{f}") AS "{f}__mean"',
+            f'min("{f}") AS "{f}__min"',
+            f'max("{f}") AS "{f}__max"',
+            f'count("{f}") AS "{f}__count"',
+        ]
+        if f.endswith("_w"):
+            parts.append(f'integral("{f}", 1h) AS "{f}__wh"')  # W x h
+    q = f'SELECT {", ".join(parts)} FROM "{measurement}" WHERE {_where(device, start, end)}'
+    series = await _query(influx, q)
+    # InfluxDB 1.x may put integral() on a row of its own (another timestamp): merge every row.
+    row: dict[str, Any] = {}
+    for s in series:
+        for r in s.rows:
+            row.update({k: v for k, v in r.items() if v is not None})
+    result: dict[str, FieldStats] = {}
+    for f in fields:
+        wh = row.get(f"{f}__wh")
+        result[f] = FieldStats(
+            mean=as_float(row.get(f"{f}__mean")),
+            min=as_float(row.get(f"{f}__min")),
+            max=as_float(row.get(f"{f}__max")),
+            count=int(row.get(f"{f}__count") or 0),
+            energy_kwh=(float(wh) / 1000.0 if wh is not None else (0.0 if f.endswith("_w") else None)),
+        )
+    return Stats(device_id=device_id, start=start, end=end, fields=result)

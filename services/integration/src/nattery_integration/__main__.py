@@ -1,0 +1,25 @@
+"""``nattery-integration``: serve (default) or migrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nattery_integration.app import SCHEMA
+from nattery_integration.settings import get_settings
+from nattery_shared.cli import service_cli
+
+cli = service_cli(
+    name="integration",
+    settings_factory=get_settings,
+    app_path="nattery_integration.app:create_app",
+    migrations_dir=Path(__file__).parent / "migrations",
+    schema=SCHEMA,
+)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

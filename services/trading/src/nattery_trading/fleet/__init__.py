@@ -1,0 +1,1 @@
+"""Fleet planning: one job per battery on a RabbitMQ work queue, competing consumers solve them."""

@@ -1,0 +1,209 @@
+"""The service's re-plans as jobs on a RabbitMQ work queue with competing consumers.
+
+Whatever makes a site's plan stale (prices, forecasts, dispatches, drift from plan, a strategy change,
+an e-stop release, the periodic refresh) enqueues one ``PlanJob`` per affected site on the durable
+quorum queue ``trading.site_plans`` (explicit delivery limit, dead-lettered to ``nattery.dlx`` →
+``trading.site_plans.dlq``). Every service replica runs one consumer on it and ``nattery-trading
+fleet-worker`` processes add more; each job is taken by one of them, which plans the site, stores the
+schedule and publishes ``schedule.published``. A job is acked only after that (or after it is found
+already done), so a crashed worker's job is redelivered.
+
+A job's ``job_key`` is derived from the site and the version of the input that made it (the triggering
+event's id, the dispatch id, the schedule version a periodic refresh replaces, ...): a redelivered or
+re-enqueued job carries the same key and publishes nothing new (see ``PlanningService.run_job``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+log = logging.getLogger(__name__)
+
+SITE_PLANS_QUEUE = "trading.site_plans"
+DLX = "nattery.dlx"
+JOB_NAMESPACE = uuid.UUID("0b6a4f0e-5d7c-4b53-9a3e-6c1f2d8e4a90")
+
+
+def job_key(site_id: uuid.UUID, input_version: str) -> uuid.UUID:
+    """Deterministic key of "plan this site for this input version" (the idempotency key)."""
+    return uuid.uuid5(JOB_NAMESPACE, f"{site_id}:{input_version}")
+
+
+@dataclass(frozen=True)
+class PlanJob:
+    site_id: uuid.UUID
+    trigger: str
+    key: uuid.UUID
+    requested_at: datetime
+
+    @classmethod
+    def make(cls, site_id: uuid.UUID, trigger: str, input_version: str) -> PlanJob:
+        return cls(site_id, trigger, job_key(site_id, input_version), datetime.now(UTC))
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "site_id": str(self.site_id),
+                "trigger": self.trigger,
+                "job_key": str(self.key),
+                "requested_at": self.requested_at.isoformat(),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> PlanJob:
+        d = json.loads(body)
+        return cls(
+            uuid.UUID(d["site_id"]),
+            str(d["trigger"]),
+            uuid.UUID(d["job_key"]),
+            datetime.fromisoformat(d["requested_at"]),
+        )
+
+
+JobHandler = Callable[[PlanJob], Awaitable[None]]
+
+
+class SitePlanQueue:
+    """Producer and (optionally) competing consumer of ``trading.site_plans`` over its own robust
+    connection; connects in the background so the service starts while RabbitMQ is down."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        queue: str = SITE_PLANS_QUEUE,
+        prefetch: int = 2,
+        delivery_limit: int = 5,
+    ) -> None:
+        self.url = url
+        self.name = queue
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._handler: JobHandler | None = None
+        self.taken = 0  # jobs this consumer finished (acked)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name=f"{self.name}-connect")
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def ping(self) -> None:
+        if self._connection is None or self._connection.is_closed or not self._connected.is_set():
+            raise ConnectionError(f"not connected to rabbitmq ({self.name})")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._connect_once()
+                return
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as err:
+                log.warning("%s: rabbitmq unreachable, retrying: %s", self.name, err)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _connect_once(self) -> None:
+        connection = await aio_pika.connect_robust(self.url, timeout=5)
+        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlq = await channel.declare_queue(
+            f"{self.name}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(dlx, routing_key=self.name)
+        self._queue = await channel.declare_queue(
+            self.name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": self.delivery_limit,
+                "x-dead-letter-exchange": DLX,
+                "x-dead-letter-routing-key": self.name,
+            },
+        )
+        self._connection, self._channel = connection, channel
+        if self._handler is not None:
+            await self._queue.consume(self._on_message)  # the robust channel restores it on reconnect
+        self._connected.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+        self._connected.clear()
+
+    # --- producer ----------------------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[PlanJob], *, timeout_s: float = 10.0) -> int:
+        """Publish persistent jobs and wait for the broker's confirms (raises when it cannot)."""
+        if not jobs:
+            return 0
+        await self.wait_connected(timeout_s)
+        assert self._channel is not None
+        exchange = self._channel.default_exchange
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(
+                        j.encode(),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        content_type="application/json",
+                        message_id=str(j.key),
+                    ),
+                    routing_key=self.name,
+                    timeout=timeout_s,
+                )
+                for j in jobs
+            )
+        )
+        return len(jobs)
+
+    # --- consumer ----------------------------------------------------------------------------------
+    async def consume(self, handler: JobHandler) -> None:
+        """Become one of the queue's competing consumers."""
+        self._handler = handler
+        if self._connected.is_set() and self._queue is not None:
+            await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        assert self._handler is not None
+        try:
+            job = PlanJob.decode(message.body)
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("malformed plan job dead-lettered: %s", str(err)[:300])
+            await message.reject(requeue=False)
+            return
+        try:
+            await self._handler(job)
+        except asyncio.CancelledError:
+            await message.nack(requeue=True)
+            raise
+        except Exception:
+            # requeued; the quorum queue dead-letters it past x-delivery-limit
+            log.exception("plan job %s for site %s failed", job.key, job.site_id)
+            await message.nack(requeue=True)
+        else:
+            await message.ack()
+            self.taken += 1

@@ -1,0 +1,139 @@
+"""A site's load and PV forecast for the service: provided forecasts first, the baselines beyond.
+
+Per slot of the horizon, in order of preference:
+
+1. ``provided``: a ``forecast.updated`` point (analytics) covering the slot;
+2. ``baseline``: the pluggable baseline forecaster (the back-test's by default: load by same time of day
+   and weekday, PV by the last days' production) run on the site's recorded actuals;
+3. ``flat``: only when the site has no recorded history at all: load = the mean of the provided points
+   if any, else a modest household base load; PV = 0.
+
+``meta`` says which source each series used, for how many slots, and on how much history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from nattery_trading.forecasting.base import Forecaster
+from nattery_trading.optimiser.model import FloatArray
+
+FLAT_LOAD_KW = 0.4
+
+
+def history_from_actuals(
+    rows: Sequence[dict[str, Any]], field: str, start: datetime, slot_minutes: int
+) -> FloatArray | None:
+    """Uniform slots from the first recorded slot up to (not including) ``start``, oldest first.
+
+    Several readings in one slot are averaged; a slot without a reading takes the mean of the same time
+    of day on the days that have one (else the overall mean), so the baselines see no holes. None when
+    no reading of ``field`` exists."""
+    step = timedelta(minutes=slot_minutes)
+    pts = [
+        (r["start_at"], float(r[field])) for r in rows if r.get(field) is not None and r["start_at"] < start
+    ]
+    if not pts:
+        return None
+    n = math.ceil((start - min(t for t, _ in pts)) / step)
+    total = np.zeros(n)
+    count = np.zeros(n)
+    for t, v in pts:
+        i = n - 1 - math.floor((start - t - timedelta(microseconds=1)) / step)
+        if 0 <= i < n:
+            total[i] += v
+            count[i] += 1
+    hist = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if np.isnan(hist).any():
+        per_day = max(1, 24 * 60 // slot_minutes)
+        phase = (np.arange(n) - n) % per_day  # same time of day ⇔ same phase (slots end at ``start``)
+        overall = float(np.nanmean(hist))
+        for p in np.unique(phase[np.isnan(hist)]):
+            same = hist[phase == p]
+            fill = float(np.nanmean(same)) if np.isfinite(same).any() else overall
+            hist[(phase == p) & np.isnan(hist)] = fill
+    return hist
+
+
+def site_forecast(
+    provided: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]],
+    start: datetime,
+    slot_minutes: int,
+    slots: int,
+    load_forecaster: Forecaster,
+    pv_forecaster: Forecaster,
+) -> tuple[FloatArray, FloatArray, dict[str, Any]]:
+    step = timedelta(minutes=slot_minutes)
+    given = {"load_kw": np.full(slots, np.nan), "pv_kw": np.full(slots, np.nan)}
+    models: set[str] = set()
+    for r in provided:  # spread each forecast point over the slots it overlaps
+        i0 = max(0, math.floor((r["start_at"] - start) / step))
+        i1 = min(slots, math.ceil((r["end_at"] - start) / step))
+        if i1 <= i0:
+            continue
+        given["load_kw"][i0:i1] = r["load_kw"]
+        given["pv_kw"][i0:i1] = r["pv_kw"]
+        if r.get("model"):
+            models.add(str(r["model"]))
+
+    out: dict[str, FloatArray] = {}
+    meta: dict[str, Any] = {}
+    for field, name, forecaster in (("load_kw", "load", load_forecaster), ("pv_kw", "pv", pv_forecaster)):
+        values = given[field]
+        missing = np.isnan(values)
+        hist = history_from_actuals(history, field, start, slot_minutes) if missing.any() else None
+        info: dict[str, Any] = {
+            "provided_slots": int((~missing).sum()),
+            "baseline_slots": 0,
+            "flat_slots": 0,
+            "models": sorted(models) if (~missing).any() else [],
+        }
+        if missing.any():
+            if hist is not None:
+                base = np.maximum(np.asarray(forecaster.forecast(hist, start, slot_minutes, slots)), 0.0)
+                values = np.where(missing, base, values)
+                info["baseline_slots"] = int(missing.sum())
+                info["baseline"] = repr(forecaster)
+                info["history_days"] = round(len(hist) * slot_minutes / 1440.0, 2)
+            else:
+                if field == "load_kw":
+                    flat = float(np.nanmean(values)) if (~missing).any() else FLAT_LOAD_KW
+                else:
+                    flat = 0.0
+                values = np.where(missing, flat, values)
+                info["flat_slots"] = int(missing.sum())
+                info["flat_kw"] = flat
+        info["source"] = "+".join(
+            s
+            for s, k in (
+                ("provided", "provided_slots"),
+                ("baseline", "baseline_slots"),
+                ("flat", "flat_slots"),
+            )
+            if info[k]
+        )
+        out[name] = values
+        meta[name] = info
+    meta["summary"] = "; ".join(f"{k}: {_describe(meta[k])}" for k in ("load", "pv"))
+    return out["load"], out["pv"], meta
+
+
+def _describe(info: dict[str, Any]) -> str:
+    parts = []
+    if info["provided_slots"]:
+        parts.append(
+            f"forecast.updated ({', '.join(info['models']) or 'unnamed'}) for {info['provided_slots']} slots"
+        )
+    if info["baseline_slots"]:
+        parts.append(
+            f"baseline from {info['history_days']} days of actuals for {info['baseline_slots']} slots"
+        )
+    if info["flat_slots"]:
+        parts.append(f"flat {info['flat_kw']:.2f} kW (no history) for {info['flat_slots']} slots")
+    return ", ".join(parts)

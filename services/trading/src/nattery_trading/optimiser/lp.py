@@ -1,0 +1,493 @@
+"""The battery plan as a linear programme solved by HiGHS.
+
+Per slot t (length dt hours) the columns are: charge C, discharge D, grid import GI, grid export GE,
+curtailed PV CU, state of charge S (kWh, end of slot), and penalised slacks: import over the limit GIX,
+export over the limit GEX, shortfall/excess against a forced power FP/FN, SOC below its floor SLO and
+above its ceiling SHI. One more column PEAK carries the demand-charge peak.
+
+Rows: power balance ``GI + GIX - GE - GEX + D - C - CU = load - pv``; energy
+``S_t - S_(t-1) - eta_c dt C + dt/eta_d D = 0``; forced power ``D - C + FP - FN = F`` where forced;
+``GI + GIX - PEAK <= 0`` in the demand-charge window; SOC floor/ceiling rows only when the start SOC is
+outside its bounds (otherwise the bounds are hard and cannot conflict).
+
+Never infeasible: every hard limit that can conflict has a slack with a penalty far above any price, so
+the solver always answers and the plan lists what it relaxed and why.
+
+One meter, one inverter: import and export (and charge and discharge) must not happen in the same slot.
+The LP is a relaxation of that rule (it may "time-share" inside a slot). Where export is worth less than
+import and cycling costs something, doing both never pays, so the LP optimum already satisfies it, and an
+exclusive optimum of a relaxation is optimal for the exclusive problem: the common case stays one LP.
+When export pays more than import (a negative Agile price against a fixed export tariff) the relaxation
+does both; a MIP with binaries there is exact but slow (the optimum interleaves charge and export slots,
+a very symmetric MIP: median ~57 ms, up to seconds on long cheap nights). Instead a DP over SOC picks
+each such slot's meter direction and the LP is re-solved with them fixed: on sampled 2022 plans it
+matched the MIP's objective (bench/trading.py), in a few ms. ``solve(exact=True)`` runs the MIP too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from nattery_trading.optimiser.dp import dp_battery_power
+from nattery_trading.optimiser.model import (
+    FloatArray,
+    Plan,
+    PlanInput,
+    Relaxation,
+    RelaxationKind,
+    WindowMode,
+)
+
+# Penalties (pence per kWh of violation); far above any price so they bind only when nothing else works.
+# Order of what gives way first: a forced power (dispatch/manual window), then SOC floor/ceiling, then
+# the grid connection's import/export limits.
+PENALTY_FORCED = 500.0
+PENALTY_SOC = 2_000.0
+PENALTY_GRID_LIMIT = 10_000.0
+# Tiny costs that break ties towards doing nothing (below any real price, above solver tolerance).
+EPS_CYCLE = 1e-4
+EPS_CURTAIL = 1e-3
+TOL = 1e-6
+MIP_TIME_LIMIT_S = 1.0
+
+C, D, GI, GE, CU, S, GIX, GEX, FP, FN, SLO, SHI = range(12)
+NBLOCKS = 12
+_INF = highspy.kHighsInf
+
+
+@dataclass
+class _Model:
+    ncol: int
+    cost: FloatArray
+    lb: FloatArray
+    ub: FloatArray
+    rlb: list[FloatArray]
+    rub: list[FloatArray]
+    rows: list[np.ndarray]
+    cols: list[np.ndarray]
+    vals: list[FloatArray]
+    nrow: int
+    integrality: np.ndarray | None
+    forced: FloatArray  # NaN where not forced
+    floor_kwh: float
+    ceil_kwh: float
+    c_ub: FloatArray
+    d_ub: FloatArray
+
+    def add_rows(
+        self, cols: list[np.ndarray], vals: list[FloatArray], lo: FloatArray, hi: FloatArray
+    ) -> None:
+        """Add ``len(lo)`` rows; cols[k]/vals[k] are the k-th term's column and coefficient per row."""
+        n = len(lo)
+        idx = np.arange(self.nrow, self.nrow + n)
+        for c, v in zip(cols, vals, strict=True):
+            self.rows.append(idx)
+            self.cols.append(np.asarray(c, dtype=np.int64))
+            self.vals.append(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)))
+        self.rlb.append(np.asarray(lo, dtype=np.float64))
+        self.rub.append(np.asarray(hi, dtype=np.float64))
+        self.nrow += n
+
+    def add_cols(self, n: int, cost: float, lb: float, ub: float, integer: bool) -> np.ndarray:
+        idx = np.arange(self.ncol, self.ncol + n)
+        self.cost = np.concatenate([self.cost, np.full(n, cost)])
+        self.lb = np.concatenate([self.lb, np.full(n, lb)])
+        self.ub = np.concatenate([self.ub, np.full(n, ub)])
+        integ = self.integrality if self.integrality is not None else np.zeros(self.ncol, np.int32)
+        self.integrality = np.concatenate([integ, np.full(n, 1 if integer else 0, np.int32)])
+        self.ncol += n
+        return idx
+
+
+def _slot_masks(inp: PlanInput) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per-slot charge/discharge upper bounds and forced battery power (NaN = free)."""
+    t = inp.slots
+    b, strat = inp.battery, inp.strategy
+    c_ub = np.full(t, b.max_charge_kw)
+    d_ub = np.full(t, b.max_discharge_kw)
+    forced = np.full(t, np.nan)
+    if strat.kind == "self_consumption":
+        net = inp.load_kw - inp.pv_kw
+        c_ub = np.minimum(c_ub, np.maximum(-net, 0.0))
+        d_ub = np.minimum(d_ub, np.maximum(net, 0.0))
+    if strat.windows or strat.dispatches:
+        starts = np.array([inp.slot_start(i).timestamp() for i in range(t)])
+        ends = starts + inp.slot_minutes * 60
+        for w in strat.windows:
+            m = (starts < w.end.timestamp()) & (ends > w.start.timestamp())
+            if w.mode == WindowMode.IDLE:
+                c_ub[m] = 0.0
+                d_ub[m] = 0.0
+            elif w.mode == WindowMode.HOLD:
+                d_ub[m] = 0.0
+            elif w.mode == WindowMode.CHARGE:
+                forced[m] = -abs(w.power_kw)
+            else:
+                forced[m] = abs(w.power_kw)
+        for dsp in strat.dispatches:  # a dispatch overrides manual windows
+            m = (starts < dsp.end.timestamp()) & (ends > dsp.start.timestamp())
+            forced[m] = dsp.power_kw
+    fm = ~np.isnan(forced)
+    # A forced slot may use the battery's full power in either direction (the row pins the net).
+    c_ub[fm] = b.max_charge_kw
+    d_ub[fm] = b.max_discharge_kw
+    return c_ub, d_ub, forced
+
+
+def build(inp: PlanInput) -> _Model:
+    t = inp.slots
+    b, site, strat = inp.battery, inp.site, inp.strategy
+    dt = inp.dt_h
+    cap = b.capacity_kwh
+    pi = np.asarray(inp.import_price_p_per_kwh, dtype=np.float64)
+    pe = np.asarray(inp.export_price_p_per_kwh, dtype=np.float64)
+    load = np.asarray(inp.load_kw, dtype=np.float64)
+    pv = np.asarray(inp.pv_kw, dtype=np.float64)
+    s0 = min(max(inp.initial_soc_pct, 0.0), 100.0) / 100.0 * cap
+    floor_kwh = max(b.soc_min_pct, strat.reserve_soc_pct) / 100.0 * cap
+    ceil_kwh = b.soc_max_pct / 100.0 * cap
+    floor_kwh = min(floor_kwh, ceil_kwh)
+    soft_soc = not (floor_kwh - TOL <= s0 <= ceil_kwh + TOL)
+
+    c_ub, d_ub, forced = _slot_masks(inp)
+    fm = ~np.isnan(forced)
+
+    ncol = NBLOCKS * t + 1
+    cost = np.zeros(ncol)
+    lb = np.zeros(ncol)
+    ub = np.zeros(ncol)
+
+    def blk(k: int) -> slice:
+        return slice(k * t, (k + 1) * t)
+
+    half_deg = dt * b.degradation_p_per_kwh / 2.0
+    cost[blk(C)] = half_deg + EPS_CYCLE
+    cost[blk(D)] = half_deg + EPS_CYCLE
+    cost[blk(GI)] = dt * pi
+    cost[blk(GE)] = -dt * pe
+    cost[blk(CU)] = dt * EPS_CURTAIL
+    cost[blk(GIX)] = dt * (pi + PENALTY_GRID_LIMIT)
+    cost[blk(GEX)] = dt * (-pe + PENALTY_GRID_LIMIT)
+    cost[blk(FP)] = dt * PENALTY_FORCED
+    cost[blk(FN)] = dt * PENALTY_FORCED
+    cost[blk(SLO)] = PENALTY_SOC
+    cost[blk(SHI)] = PENALTY_SOC
+    if inp.terminal_value_p_per_kwh is not None:
+        cost[S * t + t - 1] = -inp.terminal_value_p_per_kwh
+
+    ub[blk(C)] = c_ub
+    ub[blk(D)] = d_ub
+    # Physical maxima (import <= load + charge, export <= PV + discharge) keep the LP bounded even where
+    # export pays more than import, and tighten the exclusivity big-Ms.
+    max_imp = load + c_ub + 1e-3
+    max_exp = pv + d_ub + 1e-3
+    ub[blk(GI)] = np.minimum(max_imp, site.import_limit_kw)
+    ub[blk(GE)] = np.minimum(max_exp, site.export_limit_kw)
+    ub[blk(CU)] = pv if site.allow_pv_curtailment else 0.0
+    if soft_soc:
+        lb[blk(S)] = 0.0
+        ub[blk(S)] = cap
+        ub[blk(SLO)] = _INF
+        ub[blk(SHI)] = _INF
+    else:
+        lb[blk(S)] = floor_kwh
+        ub[blk(S)] = ceil_kwh
+    # Grid limit slacks exist only where the limit is finite.
+    ub[blk(GIX)] = np.maximum(max_imp - site.import_limit_kw, 0.0)
+    ub[blk(GEX)] = np.maximum(max_exp - site.export_limit_kw, 0.0)
+    ub[blk(FP)] = np.where(fm, _INF, 0.0)
+    ub[blk(FN)] = np.where(fm, _INF, 0.0)
+    peak_col = NBLOCKS * t
+    dc = strat.demand_charge
+    if dc is not None:
+        cost[peak_col] = dc.p_per_kw
+        lb[peak_col] = max(dc.billed_peak_kw, 0.0)
+        ub[peak_col] = _INF
+
+    m = _Model(ncol, cost, lb, ub, [], [], [], [], [], 0, None, forced, floor_kwh, ceil_kwh, c_ub, d_ub)
+    ar = np.arange(t)
+
+    def col(k: int, idx: np.ndarray = ar) -> np.ndarray:
+        return k * t + idx
+
+    # power balance
+    rhs = load - pv
+    m.add_rows(
+        [col(GI), col(GIX), col(GE), col(GEX), col(D), col(C), col(CU)],
+        [np.ones(1), np.ones(1), -np.ones(1), -np.ones(1), np.ones(1), -np.ones(1), -np.ones(1)],
+        rhs,
+        rhs,
+    )
+    # energy
+    e_rhs = np.zeros(t)
+    e_rhs[0] = s0
+    m.add_rows(
+        [col(S), col(C), col(D)],
+        [np.ones(1), np.full(1, -b.charge_efficiency * dt), np.full(1, dt / b.discharge_efficiency)],
+        e_rhs,
+        e_rhs,
+    )
+    if t > 1:  # -S_(t-1) terms, appended to the energy rows 1..t-1
+        idx = np.arange(m.nrow - t + 1, m.nrow)
+        m.rows.append(idx)
+        m.cols.append(col(S, ar[:-1]))
+        m.vals.append(-np.ones(t - 1))
+    if fm.any():
+        fi = ar[fm]
+        m.add_rows(
+            [col(D, fi), col(C, fi), col(FP, fi), col(FN, fi)],
+            [np.ones(1), -np.ones(1), np.ones(1), -np.ones(1)],
+            forced[fm],
+            forced[fm],
+        )
+    if soft_soc:
+        m.add_rows([col(S), col(SLO)], [np.ones(1), np.ones(1)], np.full(t, floor_kwh), np.full(t, _INF))
+        m.add_rows([col(S), col(SHI)], [np.ones(1), -np.ones(1)], np.full(t, -_INF), np.full(t, ceil_kwh))
+    if dc is not None:
+        win = np.ones(t, bool) if dc.window is None else np.asarray(dc.window[:t], bool)
+        if len(win) < t:
+            win = np.concatenate([win, np.zeros(t - len(win), bool)])
+        wi = ar[win]
+        if len(wi):
+            m.add_rows(
+                [col(GI, wi), col(GIX, wi), np.full(len(wi), peak_col)],
+                [np.ones(1), np.ones(1), -np.ones(1)],
+                np.full(len(wi), -_INF),
+                np.zeros(len(wi)),
+            )
+    return m
+
+
+def _add_exclusivity(m: _Model, inp: PlanInput, grid_slots: np.ndarray, batt_slots: np.ndarray) -> None:
+    t = inp.slots
+    load = np.asarray(inp.load_kw, dtype=np.float64)
+    pv = np.asarray(inp.pv_kw, dtype=np.float64)
+    if len(grid_slots):
+        z = m.add_cols(len(grid_slots), 0.0, 0.0, 1.0, integer=True)
+        big_i = load[grid_slots] + m.c_ub[grid_slots] + 1e-3
+        big_e = pv[grid_slots] + m.d_ub[grid_slots] + 1e-3
+        m.add_rows(
+            [GI * t + grid_slots, GIX * t + grid_slots, z],
+            [np.ones(1), np.ones(1), -big_i],
+            np.full(len(z), -_INF),
+            np.zeros(len(z)),
+        )
+        m.add_rows(
+            [GE * t + grid_slots, GEX * t + grid_slots, z],
+            [np.ones(1), np.ones(1), big_e],
+            np.full(len(z), -_INF),
+            big_e,
+        )
+    if len(batt_slots):
+        y = m.add_cols(len(batt_slots), 0.0, 0.0, 1.0, integer=True)
+        m.add_rows(
+            [C * t + batt_slots, y],
+            [np.ones(1), -np.maximum(m.c_ub[batt_slots], 1e-3)],
+            np.full(len(y), -_INF),
+            np.zeros(len(y)),
+        )
+        dub = np.maximum(m.d_ub[batt_slots], 1e-3)
+        m.add_rows([D * t + batt_slots, y], [np.ones(1), dub], np.full(len(y), -_INF), dub)
+
+
+def _solve(m: _Model, mip: bool) -> tuple[str, FloatArray, float]:
+    rows = np.concatenate(m.rows)
+    cols = np.concatenate(m.cols)
+    vals = np.concatenate(m.vals)
+    order = np.argsort(cols, kind="stable")
+    a_index = rows[order].astype(np.int32)
+    a_value = vals[order]
+    counts = np.bincount(cols, minlength=m.ncol)
+    a_start = np.zeros(m.ncol, np.int32)
+    np.cumsum(counts[:-1], out=a_start[1:])
+    integrality = (
+        m.integrality if (mip and m.integrality is not None) else np.zeros(m.ncol, np.int32)
+    )  # (an empty array is read as garbage by this highspy overload)
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if mip:
+        h.setOptionValue("mip_rel_gap", 1e-4)
+        h.setOptionValue("time_limit", MIP_TIME_LIMIT_S)
+    h.passModel(
+        m.ncol,
+        m.nrow,
+        len(a_value),
+        1,  # MatrixFormat.kColwise
+        1,  # ObjSense.kMinimize
+        0.0,
+        m.cost,
+        m.lb,
+        m.ub,
+        np.concatenate(m.rlb),
+        np.concatenate(m.rub),
+        a_start,
+        a_index,
+        a_value,
+        integrality,
+    )
+    h.run()
+    status = h.modelStatusToString(h.getModelStatus())
+    if status != "Optimal" and not (mip and h.getInfo().primal_solution_status == 2):
+        return status, np.zeros(m.ncol), math.nan
+    if status != "Optimal":
+        status = "Optimal"  # time limit with a feasible incumbent: usable
+    x = np.asarray(h.getSolution().col_value, dtype=np.float64)
+    return status, x, float(h.getInfo().objective_function_value)
+
+
+def _violations(x: FloatArray, t: int) -> tuple[np.ndarray, np.ndarray, FloatArray, FloatArray]:
+    imp = x[GI * t : (GI + 1) * t] + x[GIX * t : (GIX + 1) * t]
+    exp_ = x[GE * t : (GE + 1) * t] + x[GEX * t : (GEX + 1) * t]
+    ch = x[C * t : (C + 1) * t]
+    dis = x[D * t : (D + 1) * t]
+    bad_grid = np.minimum(imp, exp_) > 1e-5
+    bad_batt = np.minimum(ch, dis) > 1e-5
+    return bad_grid, bad_batt, imp - exp_, dis - ch
+
+
+def _fix_modes(m: _Model, t: int, slots: np.ndarray, modes: FloatArray) -> None:
+    """+1: the slot may only import; -1: only export."""
+    imp = slots[modes > 0]
+    exp_ = slots[modes < 0]
+    m.ub[GE * t + imp] = 0.0
+    m.ub[GEX * t + imp] = 0.0
+    m.ub[GI * t + exp_] = 0.0
+    m.ub[GIX * t + exp_] = 0.0
+
+
+def solve(inp: PlanInput, *, explain: bool = True, exact: bool = False) -> Plan:
+    """Plan the battery over ``inp``'s horizon. Never raises for conflicting limits.
+
+    One meter/one inverter exclusivity (see the module docstring): the LP relaxation is solved first; if
+    its optimum never imports and exports (or charges and discharges) in the same slot, it is optimal.
+    Otherwise every slot where export pays more than import gets the meter direction of a dynamic
+    programme over SOC (``dp.py``, exact for the concave per-slot cost up to its SOC grid), and the LP is
+    re-solved with those directions fixed. The distance from the relaxation's bound is reported in
+    ``Plan.bound_gap_p``. ``exact=True`` also solves the MIP (binaries on those slots) and keeps
+    whichever is better (bench/trading.py compares the two).
+    """
+    t0 = time.perf_counter()
+    t = inp.slots
+    m = build(inp)
+    status, x, obj = _solve(m, mip=False)
+    bound = obj
+    method = "lp"
+    pi = np.asarray(inp.import_price_p_per_kwh, dtype=np.float64)
+    pe = np.asarray(inp.export_price_p_per_kwh, dtype=np.float64)
+    fixed_batt = np.zeros(t, bool)
+    amb = np.zeros(0, np.int64)
+    if status == "Optimal":
+        bad_grid, bad_batt, _, _ = _violations(x, t)
+        if bad_grid.any():
+            method = "lp-fixed-direction"
+            amb = np.flatnonzero((pe > pi) | bad_grid)
+            batt = dp_battery_power(inp, m.c_ub, m.d_ub, m.floor_kwh, m.ceil_kwh)
+            g = np.asarray(inp.load_kw) - np.asarray(inp.pv_kw) - batt
+            _fix_modes(m, t, amb, np.where(g[amb] >= 0, 1.0, -1.0))
+            status, x, obj = _solve(m, mip=False)
+        for _ in range(4):  # charge and discharge together (negative prices): fix by net direction
+            if status != "Optimal":
+                break
+            bad_grid, bad_batt, net_grid, net_batt = _violations(x, t)
+            if not bad_grid.any() and not bad_batt.any():
+                break
+            if method == "lp":
+                method = "lp-fixed-direction"
+            for i in np.flatnonzero(bad_grid):
+                if net_grid[i] >= 0:
+                    m.ub[GE * t + i] = m.ub[GEX * t + i] = 0.0
+                else:
+                    m.ub[GI * t + i] = m.ub[GIX * t + i] = 0.0
+            for i in np.flatnonzero(bad_batt):
+                fixed_batt[i] = True
+                if net_batt[i] >= 0:
+                    m.ub[C * t + i] = 0.0
+                else:
+                    m.ub[D * t + i] = 0.0
+            status, x, obj = _solve(m, mip=False)
+    if status == "Optimal" and exact and method != "lp":
+        mm = build(inp)
+        _add_exclusivity(mm, inp, np.flatnonzero(pe >= pi), np.flatnonzero(fixed_batt))
+        st2, x2, obj2 = _solve(mm, mip=True)
+        if st2 == "Optimal" and obj2 <= obj + 1e-6:
+            x, obj, m, method = x2, obj2, mm, "mip"
+    if status != "Optimal":
+        plan = _fallback(inp, status)
+        plan.solve_ms = (time.perf_counter() - t0) * 1000
+        return plan
+    plan = _to_plan(inp, m, x, obj, status, method == "mip")
+    plan.method = method
+    plan.bound_gap_p = max(obj - bound, 0.0)
+    if explain:
+        from nattery_trading.optimiser.reasons import explain_plan, explain_relaxations
+
+        plan.relaxations = explain_relaxations(inp, plan, m.floor_kwh, m.ceil_kwh, m.forced, x)
+        plan.reasons = explain_plan(inp, plan)
+    plan.solve_ms = (time.perf_counter() - t0) * 1000
+    return plan
+
+
+def _to_plan(inp: PlanInput, m: _Model, x: FloatArray, obj: float, status: str, used_mip: bool) -> Plan:
+    t = inp.slots
+
+    def v(k: int) -> FloatArray:
+        return np.asarray(x[k * t : (k + 1) * t])
+
+    ch, dis = v(C), v(D)
+    imp = v(GI) + v(GIX)
+    exp_ = v(GE) + v(GEX)
+    net = imp - exp_
+    # Cosmetic netting where prices made both cost-neutral (export price == import price).
+    imp, exp_ = np.maximum(net, 0.0), np.maximum(-net, 0.0)
+    soc = v(S) / inp.battery.capacity_kwh * 100.0
+    peak = float(x[NBLOCKS * t]) if inp.strategy.demand_charge is not None else None
+    return Plan(
+        start=inp.start,
+        slot_minutes=inp.slot_minutes,
+        battery_power_kw=dis - ch,
+        charge_kw=ch,
+        discharge_kw=dis,
+        grid_kw=net,
+        import_kw=imp,
+        export_kw=exp_,
+        curtailed_pv_kw=v(CU),
+        soc_pct=soc,
+        objective_p=obj,
+        status=status,
+        solve_ms=0.0,
+        used_mip=used_mip,
+        peak_import_kw=peak,
+    )
+
+
+def _fallback(inp: PlanInput, status: str) -> Plan:
+    """A safe plan when the solver fails: battery idle, grid covers the site."""
+    t = inp.slots
+    zero = np.zeros(t)
+    net = np.asarray(inp.load_kw, dtype=np.float64) - np.asarray(inp.pv_kw, dtype=np.float64)
+    return Plan(
+        start=inp.start,
+        slot_minutes=inp.slot_minutes,
+        battery_power_kw=zero.copy(),
+        charge_kw=zero.copy(),
+        discharge_kw=zero.copy(),
+        grid_kw=net,
+        import_kw=np.maximum(net, 0),
+        export_kw=np.maximum(-net, 0),
+        curtailed_pv_kw=zero.copy(),
+        soc_pct=np.full(t, inp.initial_soc_pct),
+        objective_p=math.nan,
+        status=f"fallback ({status})",
+        solve_ms=0.0,
+        used_mip=False,
+        reasons=[f"idle: solver answered {status}; holding as a safe fallback"] * t,
+    )
+
+
+__all__ = ["Relaxation", "RelaxationKind", "build", "solve"]

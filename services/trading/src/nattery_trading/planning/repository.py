@@ -1,0 +1,423 @@
+"""SQL for the trading domain (schema ``trading``; the pool's search_path is set to it)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+Row = dict[str, Any]
+
+
+class _DuplicateJob(Exception):
+    """A job key already made a schedule version (a redelivered job)."""
+
+
+SITE_FIELDS = (
+    "timezone",
+    "capacity_kwh",
+    "max_charge_kw",
+    "max_discharge_kw",
+    "charge_efficiency",
+    "discharge_efficiency",
+    "soc_min_pct",
+    "soc_max_pct",
+    "degradation_p_per_kwh",
+    "import_limit_kw",
+    "export_limit_kw",
+)
+
+
+class Repository:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _one(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> Row | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[Row]:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+
+    # --- sites ------------------------------------------------------------------------------------
+    async def upsert_site(self, org_id: uuid.UUID, site_id: uuid.UUID, fields: dict[str, Any]) -> Row | None:
+        cols = ", ".join(SITE_FIELDS)
+        vals = ", ".join(f"%({f})s" for f in SITE_FIELDS)
+        sets = ", ".join(f"{f} = EXCLUDED.{f}" for f in SITE_FIELDS)
+        return await self._one(
+            f"INSERT INTO sites (site_id, org_id, {cols}) VALUES (%(site_id)s, %(org_id)s, {vals}) "
+            f"ON CONFLICT (site_id) DO UPDATE SET {sets}, updated_at = now() WHERE sites.org_id = EXCLUDED.org_id "
+            "RETURNING *",
+            {"site_id": site_id, "org_id": org_id, **fields},
+        )
+
+    async def get_site(self, site_id: uuid.UUID) -> Row | None:
+        return await self._one("SELECT * FROM sites WHERE site_id = %s", (site_id,))
+
+    async def set_soc(self, site_id: uuid.UUID, soc_pct: float, at: datetime) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sites SET soc_pct = %s, soc_at = %s WHERE site_id = %s", (soc_pct, at, site_id)
+            )
+
+    # --- strategies -------------------------------------------------------------------------------
+    async def set_strategy(self, site_id: uuid.UUID, s: dict[str, Any], by: str) -> Row | None:
+        return await self._one(
+            "INSERT INTO strategies (site_id, kind, reserve_soc_pct, demand_charge_p_per_kw, billed_peak_kw, "
+            "windows, horizon_h, updated_by) VALUES (%(site_id)s, %(kind)s, %(reserve_soc_pct)s, "
+            "%(demand_charge_p_per_kw)s, %(billed_peak_kw)s, %(windows)s, %(horizon_h)s, %(by)s) "
+            "ON CONFLICT (site_id) DO UPDATE SET kind = EXCLUDED.kind, reserve_soc_pct = EXCLUDED.reserve_soc_pct, "
+            "demand_charge_p_per_kw = EXCLUDED.demand_charge_p_per_kw, billed_peak_kw = EXCLUDED.billed_peak_kw, "
+            "windows = EXCLUDED.windows, horizon_h = EXCLUDED.horizon_h, updated_by = EXCLUDED.updated_by, "
+            "updated_at = now() RETURNING *",
+            {**s, "site_id": site_id, "windows": json.dumps(s.get("windows", [])), "by": by},
+        )
+
+    async def get_strategy(self, site_id: uuid.UUID) -> Row | None:
+        return await self._one("SELECT * FROM strategies WHERE site_id = %s", (site_id,))
+
+    # --- tariffs and prices -----------------------------------------------------------------------
+    async def create_tariff(self, org_id: uuid.UUID, t: dict[str, Any]) -> Row:
+        tariff_id = uuid.uuid4()
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(
+                "INSERT INTO tariffs (tariff_id, org_id, name, direction, kind, fixed_p_per_kwh, market, region, "
+                "standing_charge_p_per_day) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                (
+                    tariff_id,
+                    org_id,
+                    t["name"],
+                    t["direction"],
+                    t["kind"],
+                    t.get("fixed_p_per_kwh"),
+                    t.get("market"),
+                    t.get("region") or "",
+                    t.get("standing_charge_p_per_day", 0.0),
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            for r in t.get("rates", []):
+                await cur.execute(
+                    "INSERT INTO tariff_rates (tariff_id, start_local, end_local, p_per_kwh) VALUES (%s, %s, %s, %s)",
+                    (tariff_id, r["start_local"], r["end_local"], r["p_per_kwh"]),
+                )
+        row["rates"] = t.get("rates", [])
+        return row
+
+    async def list_tariffs(self, org_id: uuid.UUID) -> list[Row]:
+        return await self._all("SELECT * FROM tariffs WHERE org_id = %s ORDER BY created_at", (org_id,))
+
+    async def get_tariff(self, tariff_id: uuid.UUID) -> Row | None:
+        row = await self._one("SELECT * FROM tariffs WHERE tariff_id = %s", (tariff_id,))
+        if row is not None:
+            row["rates"] = await self._all(
+                "SELECT start_local, end_local, p_per_kwh FROM tariff_rates WHERE tariff_id = %s "
+                "ORDER BY start_local",
+                (tariff_id,),
+            )
+        return row
+
+    async def set_site_tariff(self, site_id: uuid.UUID, direction: str, tariff_id: uuid.UUID) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO site_tariffs (site_id, direction, tariff_id) VALUES (%s, %s, %s) "
+                "ON CONFLICT (site_id, direction) DO UPDATE SET tariff_id = EXCLUDED.tariff_id",
+                (site_id, direction, tariff_id),
+            )
+
+    async def site_tariff(self, site_id: uuid.UUID, direction: str) -> Row | None:
+        row = await self._one(
+            "SELECT tariff_id FROM site_tariffs WHERE site_id = %s AND direction = %s", (site_id, direction)
+        )
+        return await self.get_tariff(row["tariff_id"]) if row else None
+
+    async def upsert_prices(
+        self,
+        market: str,
+        region: str,
+        direction: str,
+        points: list[tuple[datetime, datetime, float]],
+        published_at: datetime,
+    ) -> int:
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO prices (market, region, direction, start_at, end_at, p_per_kwh, published_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (market, region, direction, start_at) DO UPDATE "
+                "SET end_at = EXCLUDED.end_at, p_per_kwh = EXCLUDED.p_per_kwh, published_at = EXCLUDED.published_at",
+                [(market, region, direction, s, e, p, published_at) for s, e, p in points],
+            )
+        return len(points)
+
+    async def prices(
+        self, market: str, region: str, direction: str, start: datetime, end: datetime
+    ) -> dict[datetime, float]:
+        rows = await self._all(
+            "SELECT start_at, p_per_kwh FROM prices WHERE market = %s AND region = %s AND direction = %s "
+            "AND start_at >= %s AND start_at < %s ORDER BY start_at",
+            (market, region, direction, start, end),
+        )
+        return {r["start_at"]: r["p_per_kwh"] for r in rows}
+
+    async def sites_on_market(self, market: str, region: str, direction: str) -> list[uuid.UUID]:
+        rows = await self._all(
+            "SELECT st.site_id FROM site_tariffs st JOIN tariffs t USING (tariff_id) WHERE t.kind = 'dynamic' "
+            "AND t.market = %s AND t.region = %s AND t.direction = %s",
+            (market, region, direction),
+        )
+        return [r["site_id"] for r in rows]
+
+    # --- forecasts, dispatches ----------------------------------------------------------------------
+    async def upsert_forecast(
+        self, site_id: uuid.UUID, model: str, points: list[tuple[datetime, datetime, float, float]]
+    ) -> None:
+        async with self.pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO forecasts (site_id, start_at, end_at, load_kw, pv_kw, model) VALUES "
+                "(%s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at, "
+                "load_kw = EXCLUDED.load_kw, pv_kw = EXCLUDED.pv_kw, model = EXCLUDED.model, received_at = now()",
+                [(site_id, s, e, lo, pv, model) for s, e, lo, pv in points],
+            )
+
+    async def forecast(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:
+        return await self._all(
+            "SELECT start_at, end_at, load_kw, pv_kw, model FROM forecasts WHERE site_id = %s AND end_at > %s "
+            "AND start_at < %s ORDER BY start_at",
+            (site_id, start, end),
+        )
+
+    async def insert_dispatch(self, d: dict[str, Any]) -> bool:
+        row = await self._one(
+            "INSERT INTO dispatches (dispatch_id, org_id, site_id, provider, battery_power_kw, start_at, end_at, "
+            "status, reason) VALUES (%(dispatch_id)s, %(org_id)s, %(site_id)s, %(provider)s, %(battery_power_kw)s, "
+            "%(start_at)s, %(end_at)s, %(status)s, %(reason)s) ON CONFLICT (dispatch_id) DO NOTHING RETURNING 1",
+            d,
+        )
+        return row is not None
+
+    async def active_dispatches(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:
+        return await self._all(
+            "SELECT * FROM dispatches WHERE site_id = %s AND status = 'accepted' AND end_at > %s AND start_at < %s "
+            "ORDER BY start_at",
+            (site_id, start, end),
+        )
+
+    async def finish_dispatches(self, now: datetime) -> list[Row]:
+        """Accepted dispatches whose window has passed become executed (returned once)."""
+        return await self._all(
+            "UPDATE dispatches SET status = 'executed' WHERE status = 'accepted' AND end_at <= %s RETURNING *",
+            (now,),
+        )
+
+    # --- emergency stops ------------------------------------------------------------------------------
+    async def active_stop(self, org_id: uuid.UUID, site_id: uuid.UUID) -> Row | None:
+        return await self._one(
+            "SELECT * FROM emergency_stops WHERE org_id = %s AND released_at IS NULL AND "
+            "(site_id IS NULL OR site_id = %s) ORDER BY created_at LIMIT 1",
+            (org_id, site_id),
+        )
+
+    async def create_stop(self, org_id: uuid.UUID, site_id: uuid.UUID | None, reason: str, by: str) -> Row:
+        row = await self._one(
+            "INSERT INTO emergency_stops (stop_id, org_id, site_id, reason, created_by) VALUES (%s, %s, %s, %s, %s) "
+            "RETURNING *",
+            (uuid.uuid4(), org_id, site_id, reason, by),
+        )
+        assert row is not None
+        return row
+
+    async def release_stop(self, org_id: uuid.UUID, stop_id: uuid.UUID, by: str) -> Row | None:
+        return await self._one(
+            "UPDATE emergency_stops SET released_at = now(), released_by = %s WHERE stop_id = %s AND org_id = %s "
+            "AND released_at IS NULL RETURNING *",
+            (by, stop_id, org_id),
+        )
+
+    async def list_stops(self, org_id: uuid.UUID, active_only: bool) -> list[Row]:
+        extra = " AND released_at IS NULL" if active_only else ""
+        return await self._all(
+            f"SELECT * FROM emergency_stops WHERE org_id = %s{extra} ORDER BY created_at DESC", (org_id,)
+        )
+
+    async def sites_due(self, before: datetime) -> list[tuple[uuid.UUID, int]]:
+        """Sites with an import tariff whose latest schedule expires before ``before`` (or have none),
+        with the version of that latest schedule (0 when none)."""
+        rows = await self._all(
+            """
+            SELECT s.site_id, coalesce(latest.version, 0) AS version FROM sites s
+            JOIN site_tariffs st ON st.site_id = s.site_id AND st.direction = 'import'
+            LEFT JOIN LATERAL (
+                SELECT valid_until, version FROM schedules sc WHERE sc.site_id = s.site_id
+                ORDER BY version DESC LIMIT 1
+            ) latest ON true
+            WHERE latest.valid_until IS NULL OR latest.valid_until < %s
+            ORDER BY s.site_id
+            """,
+            (before,),
+        )
+        return [(r["site_id"], int(r["version"])) for r in rows]
+
+    async def sites_of_org(self, org_id: uuid.UUID) -> list[uuid.UUID]:
+        return [
+            r["site_id"] for r in await self._all("SELECT site_id FROM sites WHERE org_id = %s", (org_id,))
+        ]
+
+    # --- schedules ----------------------------------------------------------------------------------
+    async def insert_schedule(
+        self, head: dict[str, Any], slots: list[dict[str, Any]], job: dict[str, Any] | None = None
+    ) -> int | None:
+        """Store a new version; with ``job`` (job_key, trigger, worker) also the job that made it, in the
+        same transaction. Returns None (and stores nothing) when that job key is already stored."""
+        try:
+            return await self._insert_schedule(head, slots, job)
+        except _DuplicateJob:
+            return None
+
+    async def _insert_schedule(
+        self, head: dict[str, Any], slots: list[dict[str, Any]], job: dict[str, Any] | None
+    ) -> int:
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s::text))", (str(head["schedule_id"]),))
+            await cur.execute(
+                "SELECT coalesce(max(version), 0) + 1 AS v FROM schedules WHERE schedule_id = %s",
+                (head["schedule_id"],),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            version = int(row["v"])
+            await cur.execute(
+                "INSERT INTO schedules (schedule_id, version, org_id, site_id, valid_until, trigger, status, method, "
+                "objective_p, relaxations, forecast) VALUES (%(schedule_id)s, %(version)s, %(org_id)s, %(site_id)s, "
+                "%(valid_until)s, %(trigger)s, %(status)s, %(method)s, %(objective_p)s, %(relaxations)s, "
+                "%(forecast)s)",
+                {
+                    **head,
+                    "version": version,
+                    "relaxations": json.dumps(head["relaxations"]),
+                    "forecast": json.dumps(head.get("forecast", {})),
+                },
+            )
+            if job is not None:
+                await cur.execute(
+                    "INSERT INTO plan_jobs (job_key, site_id, schedule_id, version, trigger, worker) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_key) DO NOTHING RETURNING 1",
+                    (
+                        job["job_key"],
+                        head["site_id"],
+                        head["schedule_id"],
+                        version,
+                        job["trigger"],
+                        job["worker"],
+                    ),
+                )
+                if await cur.fetchone() is None:
+                    raise _DuplicateJob  # rolls the new version back
+            await cur.executemany(
+                "INSERT INTO schedule_slots (schedule_id, version, start_at, end_at, mode, battery_power_kw, soc_pct, "
+                "grid_kw, import_p_per_kwh, export_p_per_kwh, reason) VALUES (%(schedule_id)s, %(version)s, "
+                "%(start_at)s, %(end_at)s, %(mode)s, %(battery_power_kw)s, %(soc_pct)s, %(grid_kw)s, "
+                "%(import_p_per_kwh)s, %(export_p_per_kwh)s, %(reason)s)",
+                [{**s, "schedule_id": head["schedule_id"], "version": version} for s in slots],
+            )
+        return version
+
+    async def plan_job(self, key: uuid.UUID) -> Row | None:
+        return await self._one("SELECT * FROM plan_jobs WHERE job_key = %s", (key,))
+
+    async def mark_published(self, key: uuid.UUID) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE plan_jobs SET published_at = now() WHERE job_key = %s", (key,))
+
+    async def schedule_version(self, schedule_id: uuid.UUID, version: int) -> tuple[Row, list[Row]] | None:
+        head = await self._one(
+            "SELECT * FROM schedules WHERE schedule_id = %s AND version = %s", (schedule_id, version)
+        )
+        if head is None:
+            return None
+        slots = await self._all(
+            "SELECT * FROM schedule_slots WHERE schedule_id = %s AND version = %s ORDER BY start_at",
+            (schedule_id, version),
+        )
+        return head, slots
+
+    @asynccontextmanager
+    async def site_lock(self, site_id: uuid.UUID) -> AsyncIterator[None]:
+        """Serialise planning of one site across workers and replicas (transaction-level advisory lock,
+        held on a connection of its own until the block ends)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"trading.plan:{site_id}",))
+            yield
+
+    async def latest_schedule(self, site_id: uuid.UUID) -> tuple[Row, list[Row]] | None:
+        head = await self._one(
+            "SELECT * FROM schedules WHERE site_id = %s ORDER BY version DESC LIMIT 1", (site_id,)
+        )
+        if head is None:
+            return None
+        slots = await self._all(
+            "SELECT * FROM schedule_slots WHERE schedule_id = %s AND version = %s ORDER BY start_at",
+            (head["schedule_id"], head["version"]),
+        )
+        return head, slots
+
+    async def record_actual(
+        self,
+        site_id: uuid.UUID,
+        start: datetime,
+        battery_power_kw: float,
+        soc_pct: float | None,
+        grid_kw: float | None,
+        load_kw: float | None = None,
+        pv_kw: float | None = None,
+    ) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO actuals (site_id, start_at, battery_power_kw, soc_pct, grid_kw, load_kw, pv_kw) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (site_id, start_at) DO UPDATE SET battery_power_kw = EXCLUDED.battery_power_kw, "
+                "soc_pct = EXCLUDED.soc_pct, grid_kw = EXCLUDED.grid_kw, load_kw = EXCLUDED.load_kw, "
+                "pv_kw = EXCLUDED.pv_kw",
+                (site_id, start, battery_power_kw, soc_pct, grid_kw, load_kw, pv_kw),
+            )
+
+    async def actual_history(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:
+        """Recorded load and PV in ``[start, end)`` (the baseline forecasts' history)."""
+        return await self._all(
+            "SELECT start_at, load_kw, pv_kw FROM actuals WHERE site_id = %s AND start_at >= %s AND start_at < %s "
+            "AND (load_kw IS NOT NULL OR pv_kw IS NOT NULL) ORDER BY start_at",
+            (site_id, start, end),
+        )
+
+    async def planned_vs_actual(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:
+        """Per slot: what the last schedule version made before the slot ended planned, and what happened."""
+        return await self._all(
+            """
+            SELECT DISTINCT ON (ss.start_at) ss.start_at, ss.end_at, s.version, ss.mode,
+                   ss.battery_power_kw AS planned_battery_power_kw, ss.soc_pct AS planned_soc_pct,
+                   ss.reason, a.battery_power_kw AS actual_battery_power_kw, a.soc_pct AS actual_soc_pct,
+                   a.grid_kw AS actual_grid_kw
+            FROM schedule_slots ss
+            JOIN schedules s USING (schedule_id, version)
+            LEFT JOIN actuals a ON a.site_id = s.site_id AND a.start_at = ss.start_at
+            WHERE s.site_id = %s AND ss.start_at >= %s AND ss.start_at < %s AND s.created_at < ss.end_at
+            ORDER BY ss.start_at, s.version DESC
+            """,
+            (site_id, start, end),
+        )

@@ -1,0 +1,166 @@
+"""API models of the trading service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, time
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+
+class BatteryConfig(BaseModel):
+    timezone: str = "Europe/London"
+    capacity_kwh: float = Field(gt=0)
+    max_charge_kw: float = Field(ge=0)
+    max_discharge_kw: float = Field(ge=0)
+    charge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(default=0.95, gt=0, le=1)
+    soc_min_pct: float = Field(default=10, ge=0, le=100)
+    soc_max_pct: float = Field(default=100, ge=0, le=100)
+    degradation_p_per_kwh: float = Field(default=2.0, ge=0)
+    import_limit_kw: float | None = Field(default=None, gt=0)
+    export_limit_kw: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _soc(self) -> BatteryConfig:
+        if self.soc_min_pct > self.soc_max_pct:
+            raise ValueError("soc_min_pct must not exceed soc_max_pct")
+        return self
+
+
+class WindowIn(BaseModel):
+    start: AwareDatetime
+    end: AwareDatetime
+    mode: Literal["charge", "discharge", "hold", "idle"]
+    power_kw: float = Field(default=0.0, ge=0)
+
+
+class StrategyIn(BaseModel):
+    kind: Literal["arbitrage", "self_consumption"] = "arbitrage"
+    reserve_soc_pct: float = Field(default=0.0, ge=0, le=100)
+    demand_charge_p_per_kw: float | None = Field(default=None, ge=0)
+    billed_peak_kw: float = Field(default=0.0, ge=0)
+    windows: list[WindowIn] = Field(default_factory=list, max_length=100)
+    horizon_h: float = Field(default=36.0, ge=1, le=96)
+
+
+class RateIn(BaseModel):
+    start_local: time
+    end_local: time
+    p_per_kwh: float
+
+
+class TariffIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    direction: Literal["import", "export"]
+    kind: Literal["fixed", "time_of_use", "dynamic"]
+    fixed_p_per_kwh: float | None = None
+    rates: list[RateIn] = Field(default_factory=list, max_length=48)
+    market: str | None = None
+    region: str | None = None
+    standing_charge_p_per_day: float = 0.0
+
+    @model_validator(mode="after")
+    def _kind(self) -> TariffIn:
+        if self.kind == "fixed" and self.fixed_p_per_kwh is None:
+            raise ValueError("a fixed tariff needs fixed_p_per_kwh")
+        if self.kind == "time_of_use" and not self.rates:
+            raise ValueError("a time_of_use tariff needs rates")
+        if self.kind == "dynamic" and not self.market:
+            raise ValueError("a dynamic tariff needs a market")
+        return self
+
+
+class TariffOut(BaseModel):
+    tariff_id: uuid.UUID
+    name: str
+    direction: str
+    kind: str
+    fixed_p_per_kwh: float | None
+    market: str | None
+    region: str
+    standing_charge_p_per_day: float
+
+
+class EmergencyStopIn(BaseModel):
+    site_id: uuid.UUID | None = Field(default=None, description="omit to stop every site of the org")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class EmergencyStopOut(BaseModel):
+    stop_id: uuid.UUID
+    site_id: uuid.UUID | None
+    reason: str
+    created_by: str
+    created_at: datetime
+    released_at: datetime | None
+    released_by: str | None
+
+
+class SlotOut(BaseModel):
+    start_at: datetime
+    end_at: datetime
+    mode: str
+    battery_power_kw: float
+    soc_pct: float
+    grid_kw: float
+    import_p_per_kwh: float
+    export_p_per_kwh: float
+    reason: str
+
+
+class ScheduleOut(BaseModel):
+    schedule_id: uuid.UUID
+    version: int
+    site_id: uuid.UUID
+    valid_until: datetime
+    trigger: str
+    status: str
+    method: str
+    objective_p: float | None
+    relaxations: list[dict[str, object]]
+    forecast: dict[str, object] = Field(
+        default_factory=dict,
+        description="which load/PV forecast sources the plan used (provided, baseline, flat)",
+    )
+    slots: list[SlotOut]
+
+
+class ActualIn(BaseModel):
+    start_at: AwareDatetime
+    battery_power_kw: float
+    soc_pct: float | None = Field(default=None, ge=0, le=100)
+    grid_kw: float | None = None
+    load_kw: float | None = Field(
+        default=None, ge=0, description="site consumption (baseline forecast history)"
+    )
+    pv_kw: float | None = Field(default=None, ge=0, description="PV production (baseline forecast history)")
+
+
+class PlannedVsActual(BaseModel):
+    start_at: datetime
+    end_at: datetime
+    version: int
+    mode: str
+    planned_battery_power_kw: float
+    planned_soc_pct: float
+    reason: str
+    actual_battery_power_kw: float | None
+    actual_soc_pct: float | None
+    actual_grid_kw: float | None
+
+
+class PreviewIn(BaseModel):
+    """A stateless plan: arrays of one value per slot."""
+
+    start: AwareDatetime
+    slot_minutes: int = Field(default=30, gt=0, le=240)
+    import_price_p_per_kwh: list[float] = Field(min_length=1, max_length=672)
+    export_price_p_per_kwh: list[float] = Field(min_length=1, max_length=672)
+    load_kw: list[float] = Field(min_length=1, max_length=672)
+    pv_kw: list[float] = Field(min_length=1, max_length=672)
+    initial_soc_pct: float = Field(ge=0, le=100)
+    battery: BatteryConfig
+    strategy: StrategyIn = Field(default_factory=StrategyIn)
+    terminal_value_p_per_kwh: float | None = None

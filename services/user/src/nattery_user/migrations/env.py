@@ -1,0 +1,3 @@
+from nattery_shared.migrations import run_env
+
+run_env()

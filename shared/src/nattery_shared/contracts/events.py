@@ -1,0 +1,273 @@
+"""CloudEvents 1.0 envelope and the ``data`` model of every event type (ARCHITECTURE §5).
+
+The event ``type`` doubles as the RabbitMQ routing key on the ``nattery.events`` topic exchange.
+Add a type here (and in docs/events.md) before publishing it anywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from nattery_shared.contracts.mqtt import AckStatus, DeviceStatus, ScheduleSlot
+
+
+class EventType(StrEnum):
+    DEVICE_REGISTERED = "device.registered"
+    DEVICE_STATUS_CHANGED = "device.status_changed"
+    DEVICE_COMMAND_ACKNOWLEDGED = "device.command_acknowledged"
+    ALERT_RAISED = "alert.raised"
+    ALERT_RESOLVED = "alert.resolved"
+    MARKET_PRICES_UPDATED = "market.prices_updated"
+    DISPATCH_RECEIVED = "dispatch.received"
+    DISPATCH_STATUS_CHANGED = "dispatch.status_changed"
+    NIV_UPDATED = "niv.updated"
+    WEATHER_FORECAST_UPDATED = "weather.forecast_updated"
+    FORECAST_UPDATED = "forecast.updated"
+    SCHEDULE_PUBLISHED = "schedule.published"
+    COMMAND_REQUESTED = "command.requested"
+    AUDIT_RECORDED = "audit.recorded"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceRegistered(_Data):
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID
+    site_slug: str
+    device_slug: str
+    kind: str
+    profile: str | None = None
+
+
+class DeviceStatusChanged(_Data):
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID
+    previous: DeviceStatus | None
+    status: DeviceStatus
+    reason: str
+    at: AwareDatetime
+
+
+class CommandState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class DeviceCommandAcknowledged(_Data):
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID
+    command_id: uuid.UUID
+    command_type: str
+    state: CommandState
+    edge_status: AckStatus | None = None
+    reason: str | None = None
+    applied: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+class AlertSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertRaised(_Data):
+    alert_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID | None = None
+    severity: AlertSeverity
+    code: str
+    message: str
+    at: AwareDatetime
+
+
+class AlertResolved(_Data):
+    alert_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    at: AwareDatetime
+
+
+class PricePoint(_Data):
+    start: AwareDatetime
+    end: AwareDatetime
+    price_p_per_kwh: float
+
+
+class MarketPricesUpdated(_Data):
+    """Prices for a market/region; ``direction`` import or export."""
+
+    market: str = Field(description="e.g. octopus-agile")
+    region: str | None = None
+    direction: str = Field(pattern="^(import|export)$")
+    prices: list[PricePoint] = Field(min_length=1)
+    published_at: AwareDatetime
+
+
+class DispatchReceived(_Data):
+    """A flexibility-market instruction (Axle-style): hold this power over [start, end)."""
+
+    dispatch_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    provider: str
+    battery_power_w: float = Field(description="+ discharge / export, - charge / import")
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class DispatchStatus(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    EXECUTED = "executed"
+
+
+class DispatchStatusChanged(_Data):
+    dispatch_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    status: DispatchStatus
+    reason: str | None = None
+    at: AwareDatetime
+
+
+class NivUpdated(_Data):
+    settlement_date: str
+    settlement_period: int = Field(ge=1, le=50)
+    niv_mwh: float
+    system_sell_price_gbp_per_mwh: float | None = None
+    system_buy_price_gbp_per_mwh: float | None = None
+
+
+class WeatherPoint(_Data):
+    ts: AwareDatetime
+    temperature_c: float | None = None
+    cloud_cover_pct: float | None = None
+    irradiance_w_per_m2: float | None = None
+
+
+class WeatherForecastUpdated(_Data):
+    site_id: uuid.UUID
+    provider: str
+    points: list[WeatherPoint] = Field(min_length=1)
+
+
+class ForecastPoint(_Data):
+    start: AwareDatetime
+    end: AwareDatetime
+    load_kw: float = Field(ge=0)
+    pv_kw: float = Field(ge=0)
+
+
+class ForecastUpdated(_Data):
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    model: str
+    points: list[ForecastPoint] = Field(min_length=1)
+
+
+class SchedulePublished(_Data):
+    schedule_id: uuid.UUID
+    version: int = Field(ge=1)
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID | None = None
+    slots: list[ScheduleSlot] = Field(min_length=1)
+    valid_until: AwareDatetime
+
+
+class CommandRequested(_Data):
+    command_id: uuid.UUID
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    device_id: uuid.UUID | None = None
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    expires_at: AwareDatetime
+    requested_by: str
+
+
+class AuditRecorded(_Data):
+    org_id: uuid.UUID | None
+    actor: str
+    action: str
+    target: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    at: AwareDatetime
+
+
+EVENT_DATA: dict[EventType, type[_Data]] = {
+    EventType.DEVICE_REGISTERED: DeviceRegistered,
+    EventType.DEVICE_STATUS_CHANGED: DeviceStatusChanged,
+    EventType.DEVICE_COMMAND_ACKNOWLEDGED: DeviceCommandAcknowledged,
+    EventType.ALERT_RAISED: AlertRaised,
+    EventType.ALERT_RESOLVED: AlertResolved,
+    EventType.MARKET_PRICES_UPDATED: MarketPricesUpdated,
+    EventType.DISPATCH_RECEIVED: DispatchReceived,
+    EventType.DISPATCH_STATUS_CHANGED: DispatchStatusChanged,
+    EventType.NIV_UPDATED: NivUpdated,
+    EventType.WEATHER_FORECAST_UPDATED: WeatherForecastUpdated,
+    EventType.FORECAST_UPDATED: ForecastUpdated,
+    EventType.SCHEDULE_PUBLISHED: SchedulePublished,
+    EventType.COMMAND_REQUESTED: CommandRequested,
+    EventType.AUDIT_RECORDED: AuditRecorded,
+}
+
+D = TypeVar("D")
+
+
+class CloudEvent(BaseModel, Generic[D]):
+    """CloudEvents 1.0 structured-mode JSON envelope."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    source: str = Field(min_length=1, description="e.g. /services/trading")
+    type: EventType
+    time: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    specversion: str = Field(default="1.0", pattern=r"^1\.0$")
+    datacontenttype: str = "application/json"
+    subject: str | None = None
+    requestid: str | None = Field(default=None, description="extension: request id carried across services")
+    data: D
+
+
+def make_event(
+    event_type: EventType,
+    data: _Data,
+    *,
+    source: str,
+    subject: str | None = None,
+    request_id: str | None = None,
+) -> CloudEvent[Any]:
+    """Build an envelope, checking that ``data`` is the model registered for ``event_type``."""
+    expected = EVENT_DATA[event_type]
+    if not isinstance(data, expected):
+        raise TypeError(f"{event_type} carries {expected.__name__}, not {type(data).__name__}")
+    return CloudEvent[Any](type=event_type, source=source, subject=subject, requestid=request_id, data=data)
+
+
+def parse_event(raw: bytes | str) -> CloudEvent[Any]:
+    """Parse an envelope and validate its ``data`` against the model of its ``type``.
+
+    Raises pydantic.ValidationError (or ValueError) for anything malformed; consumers dead-letter it.
+    """
+    envelope = CloudEvent[dict[str, Any]].model_validate_json(raw)
+    data = EVENT_DATA[envelope.type].model_validate(envelope.data)
+    return CloudEvent[Any](**{**envelope.model_dump(exclude={"data"}), "data": data})
