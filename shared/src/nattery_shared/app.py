@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nattery_shared.aio import within
 from nattery_shared.auth import build_verifier
 from nattery_shared.errors import NatteryError, TooManyRequests
 from nattery_shared.logging import configure_logging, new_request_id, request_id_var
@@ -53,7 +54,7 @@ class Readiness:
     async def run(self) -> dict[str, str]:
         async def one(name: str, check: Check) -> tuple[str, str]:
             try:
-                await asyncio.wait_for(check(), self._timeout_s)
+                await within(check(), self._timeout_s)
             except Exception as err:
                 if name not in self._failing:  # log once when it starts failing
                     log.warning("dependency %s not ready: %r", name, err)

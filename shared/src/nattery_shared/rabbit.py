@@ -28,6 +28,7 @@ from aio_pika.abc import (
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from nattery_shared.aio import within
 from nattery_shared.contracts.events import CloudEvent, parse_event
 from nattery_shared.logging import request_id_var
 from nattery_shared.settings import RabbitSettings
@@ -70,7 +71,7 @@ class EventBus:
         self._connect_task = asyncio.create_task(self._connect_forever(), name="rabbit-connect")
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        await within(self._connected.wait(), timeout_s)
 
     async def _connect_forever(self) -> None:
         delay_s = 0.5

@@ -12,13 +12,29 @@ import sys
 from .app import Bridge
 from .settings import BridgeSettings
 
+log = logging.getLogger("nattery_bridge")
+
+
+SHUTDOWN_OVERRUN_EXIT_CODE = 75
+
 
 async def _amain(settings: BridgeSettings) -> None:
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
+
+    def overrun() -> None:
+        log.error("shutdown took over %.1f s: exiting without finishing it", settings.shutdown_timeout_s)
+        logging.shutdown()
+        os._exit(SHUTDOWN_OVERRUN_EXIT_CODE)
+
+    def stop() -> None:
+        log.info("stopping")
+        task.cancel()
+        loop.call_later(settings.shutdown_timeout_s, overrun)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop)
     with contextlib.suppress(asyncio.CancelledError):
         await Bridge(settings).run()
 

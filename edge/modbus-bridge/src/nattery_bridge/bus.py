@@ -8,7 +8,6 @@ is one transaction per job, so a command waits at most for the one transaction o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import logging
@@ -17,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
+
+from nattery_shared.aio import wait_event
 
 from .metrics import Metrics
 from .rtu import ModbusError, RtuMaster
@@ -92,8 +93,7 @@ class Bus:
             self.heartbeat = time.monotonic()
             if not self._heap:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                await wait_event(self._wake, 1.0)
                 continue
             item = heapq.heappop(self._heap)
             self._update_depth(Priority(item.priority), -1)

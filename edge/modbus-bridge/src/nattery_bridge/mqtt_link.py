@@ -19,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from nattery_shared.aio import wait_event, within
 from nattery_shared.contracts.mqtt import DeviceStatus, State, TopicSuffix, topic
 from nattery_shared.modbus.registers import RegisterMap
 
@@ -204,7 +205,7 @@ class MqttLink:
                     except asyncio.CancelledError:
                         # Shutting down: a clean DISCONNECT does not fire the last will, so say it.
                         with contextlib.suppress(Exception):
-                            await asyncio.wait_for(
+                            await within(
                                 client.publish(
                                     self.state_topic,
                                     self._state_payload(DeviceStatus.OFFLINE),
@@ -251,8 +252,7 @@ class MqttLink:
             self.metrics.outbox_bytes.set(self.store.outbox_bytes)
             if not rows:
                 self.outbox_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox_wake.wait(), 1.0)
+                await wait_event(self.outbox_wake, 1.0)
                 continue
             # Publishes are issued in row order (paho keeps that order on the wire); each returns
             # after its PUBACK. Only acknowledged rows are deleted.

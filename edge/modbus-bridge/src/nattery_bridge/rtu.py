@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import serial
 
+from nattery_shared.aio import within
 from nattery_shared.modbus.rtu import (
     READ_HOLDING,
     WRITE_MULTIPLE,
@@ -278,9 +279,7 @@ class RtuMaster:
             deadline = start + timeout
             while True:
                 try:
-                    frame = await asyncio.wait_for(
-                        asyncio.shield(self._waiter), max(0.0, deadline - time.monotonic())
-                    )
+                    frame = await within(asyncio.shield(self._waiter), max(0.0, deadline - time.monotonic()))
                     break
                 except TimeoutError:
                     # a reply still trickling in (chunked by the adapter) gets more time per piece

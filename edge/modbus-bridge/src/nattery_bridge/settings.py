@@ -114,6 +114,8 @@ class BridgeSettings(BaseSettings):
     drift_check_interval_s: float = Field(default=60.0, gt=0)
     outbox_budget_bytes: int = Field(default=50_000_000, ge=10_000)
     watchdog_timeout_s: float = Field(default=30.0, gt=0)
+    # A stop must not hang: after this long the process exits anyway (balena kills after 10 s).
+    shutdown_timeout_s: float = Field(default=4.0, gt=0)
     metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0 disables the endpoint
     seen_commands_keep_days: float = Field(default=7.0, gt=0)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from nattery_shared.aio import wait_event
 from nattery_shared.contracts.mqtt import EventSeverity, Telemetry, TopicSuffix, topic
 from nattery_shared.modbus.registers import (
     Block,
@@ -175,8 +175,7 @@ class Poller:
             if not regs:  # device silent or port gone: do not spin
                 wait = max(wait, 0.5)
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), wait)
+                await wait_event(ev, wait)
             else:
                 await asyncio.sleep(0)
 

@@ -9,7 +9,6 @@ Several replicas can relay at once: rows are claimed with ``FOR UPDATE SKIP LOCK
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -19,6 +18,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_device.cancel import raise_if_cancelling
+from nattery_shared.aio import wait_event
 from nattery_shared.contracts.events import CloudEvent, EventType, make_event, parse_event
 from nattery_shared.rabbit import EventBus
 
@@ -67,8 +67,7 @@ class OutboxRelay:
                 if not self._failing:
                     log.warning("outbox relay cannot publish, will retry: %r", err)
                     self._failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._poll_s)
+            await wait_event(self._poke, self._poll_s)
             self._poke.clear()
 
     async def publish_pending(self) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nattery_device.mqtt import wire
+from nattery_shared.aio import within
 from nattery_shared.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ class ConnectRefused(Exception):
 
 async def _open(settings: MqttSettings) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     context = ssl.create_default_context(cafile=settings.ca_file) if settings.tls else None
-    return await asyncio.wait_for(
-        asyncio.open_connection(settings.host, settings.port, ssl=context, limit=1 << 22), 10
-    )
+    return await within(asyncio.open_connection(settings.host, settings.port, ssl=context, limit=1 << 22), 10)
 
 
 async def _handshake(
@@ -76,7 +75,7 @@ async def _handshake(
     await writer.drain()
     buf = bytearray()
     while True:
-        chunk = await asyncio.wait_for(reader.read(4096), 10)
+        chunk = await within(reader.read(4096), 10)
         if not chunk:
             raise ConnectionError("broker closed the connection during CONNECT")
         buf += chunk
@@ -132,7 +131,7 @@ class AckingSubscriber:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.write(wire.DISCONNECT_NORMAL)
-                await asyncio.wait_for(writer.drain(), 2)
+                await within(writer.drain(), 2)
             writer.close()
         self.connected.clear()
 
@@ -194,7 +193,7 @@ class AckingSubscriber:
         timeout_s = self._settings.keepalive_s * 1.5
         while True:
             if not buf or wire.split(buf, limit=1)[1] == 0:  # nothing complete yet: read more
-                chunk = await asyncio.wait_for(reader.read(1 << 20), timeout_s)
+                chunk = await within(reader.read(1 << 20), timeout_s)
                 if not chunk:
                     raise EOFError("broker closed the connection")
                 buf += chunk

@@ -16,6 +16,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from nattery_device.settings import DeviceSettings
 from nattery_device.stream.hub import StreamHub
+from nattery_shared.aio import within
 from nattery_shared.auth import Principal, TokenVerifier
 from nattery_shared.errors import NatteryError
 
@@ -28,7 +29,7 @@ async def _authenticate(websocket: WebSocket, verifier: TokenVerifier, timeout_s
     token = websocket.query_params.get("token")
     if token is None:
         try:
-            first = await asyncio.wait_for(websocket.receive_text(), timeout_s)
+            first = await within(websocket.receive_text(), timeout_s)
             token = json.loads(first).get("token")
         except (TimeoutError, ValueError, AttributeError, WebSocketDisconnect):
             token = None

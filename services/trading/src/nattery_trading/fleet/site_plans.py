@@ -31,6 +31,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from nattery_shared.aio import within
+
 log = logging.getLogger(__name__)
 
 SITE_PLANS_QUEUE = "trading.site_plans"
@@ -107,7 +109,7 @@ class SitePlanQueue:
         self._task = asyncio.create_task(self._connect_forever(), name=f"{self.name}-connect")
 
     async def wait_connected(self, timeout_s: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout_s)
+        await within(self._connected.wait(), timeout_s)
 
     async def ping(self) -> None:
         if self._connection is None or self._connection.is_closed or not self._connected.is_set():
