@@ -6,6 +6,7 @@ registers the ``world`` fixture.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import json
@@ -133,7 +134,7 @@ class OrgData:
     export_tariff_id: str = ""
     stopped_site_id: str = ""  # a trading site held by an active emergency stop
     stop_id: str = ""
-    unclaimed_site_id: str = ""  # a device site not configured in trading yet
+    unclaimed_site_id: str = ""  # a device site (with a device) known to trading, no battery configured
 
 
 @dataclass
@@ -291,7 +292,7 @@ async def remove_trading_data(world: World) -> None:
         sites = [row["site_id"] for row in await cur.fetchall()]
         for table in ("actuals", "plan_jobs", "forecasts"):
             await conn.execute(f"DELETE FROM {table} WHERE site_id = ANY(%s)", (sites,))
-        for table in ("schedules", "dispatches", "emergency_stops", "sites", "tariffs"):
+        for table in ("schedules", "dispatches", "emergency_stops", "sites", "tariffs", "registered_sites"):
             await conn.execute(f"DELETE FROM {table} WHERE org_id = ANY(%s)", (orgs,))
 
 
@@ -392,8 +393,28 @@ async def seed_device(world: World, org: uuid.UUID) -> None:
         headers={"Idempotency-Key": data.idempotency_key},
     )
     data.command_id = command["id"]
-    unclaimed = await world.api("device", "POST", "/sites", A, org, json=site_body())
-    data.unclaimed_site_id = unclaimed["id"]
+    data.unclaimed_site_id = await device_site(world, org)
+
+
+async def device_site(world: World, org: uuid.UUID) -> str:
+    """A device site with an inverter, made through the device API: device-service publishes
+    ``device.registered``, which is how trading learns the site belongs to ``org``."""
+    site = await world.api("device", "POST", "/sites", A, org, json=site_body())
+    await world.api(
+        "device", "POST", f"/sites/{site['id']}/devices", A, org, json={"slug": "inv1", "kind": "inverter"}
+    )
+    return str(site["id"])
+
+
+async def known_to_trading(world: World, site_id: str, org: uuid.UUID, timeout_s: float = 30.0) -> None:
+    """Wait until trading has consumed the site's ``device.registered`` (device outbox relay → RabbitMQ →
+    ``trading.sites``); until then trading answers 404 on the site."""
+    sites = world.services["trading"].state["sites"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while (got := await sites.org_of(uuid.UUID(site_id))) != org:
+        assert loop.time() < deadline, f"trading did not learn site {site_id} of org {org} (has {got})"
+        await asyncio.sleep(0.1)
 
 
 async def seed_trading(world: World, org: uuid.UUID) -> None:
@@ -401,6 +422,8 @@ async def seed_trading(world: World, org: uuid.UUID) -> None:
     second site held by an active emergency stop, all through the trading API."""
     data = world.data[org]
     site = data.site_id
+    await known_to_trading(world, site, org)
+    await known_to_trading(world, data.unclaimed_site_id, org)
     await world.api("trading", "PUT", f"/sites/{site}/battery", A, org, json=BATTERY)
     for direction in ("import", "export"):
         tariff = await world.api("trading", "POST", "/tariffs", A, org, json=tariff_body(direction))
@@ -420,7 +443,8 @@ async def seed_trading(world: World, org: uuid.UUID) -> None:
 
 
 async def trading_site(world: World, org: uuid.UUID) -> str:
-    site = str(uuid.uuid4())
+    site = await device_site(world, org)
+    await known_to_trading(world, site, org)
     await world.api("trading", "PUT", f"/sites/{site}/battery", A, org, json=BATTERY)
     return site
 

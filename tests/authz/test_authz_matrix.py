@@ -269,19 +269,36 @@ async def test_org_a_ids_next_to_org_b_resources_are_refused(world: World) -> No
 COMMAND_B = {"type": "set_power", "params": {"battery_power_w": -200}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trading takes any site UUID on PUT /sites/{site_id}/battery: an admin of another org can claim "
-    "a site of org A not yet configured in trading (org A then gets 404 on it); trading does not check the "
-    "site against the device registry",
-)
 async def test_another_org_cannot_claim_an_unconfigured_site(world: World) -> None:
+    """Org A's device site is known to trading (device.registered) but has no battery there yet: org B's
+    admin cannot configure it (the same 404 as an unknown site), and org A still can."""
     site = world.data[world.org_a].unclaimed_site_id
+    repo = world.services["trading"].state["planning"].repo
     call = Call(path={"site_id": site}, body={"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5})
     response = await world.send(
         "trading", "PUT", "/sites/{site_id}/battery", call, world.token("trading", A, world.org_b)
     )
-    assert response.status_code in (403, 404), response.text
+    assert response.status_code == 404, response.text
+    unknown = str(uuid.uuid4())
+    same = await world.send(
+        "trading",
+        "PUT",
+        "/sites/{site_id}/battery",
+        Call(path={"site_id": unknown}, body=call.body),
+        world.token("trading", A, world.org_b),
+    )
+    assert same.status_code == 404
+    error, unknown_error = response.json()["error"], same.json()["error"]
+    assert error["code"] == unknown_error["code"] == "not_found"
+    assert error["details"] == unknown_error["details"]
+    assert error["message"].replace(site, "{site}") == unknown_error["message"].replace(unknown, "{site}")
+    assert await repo.get_site(uuid.UUID(site)) is None  # nothing was written for org B
+    response = await world.send(
+        "trading", "PUT", "/sites/{site_id}/battery", call, world.token("trading", A, world.org_a)
+    )
+    assert response.status_code == 200, response.text
+    configured = await repo.get_site(uuid.UUID(site))
+    assert configured is not None and configured["org_id"] == world.org_a
 
 
 async def test_stream_refuses_anonymous_connections(stream_url: str) -> None:
@@ -365,8 +382,10 @@ async def snapshot(world: World, org: uuid.UUID) -> dict[str, Any]:
     ):
         seen[f"{service} {url}"] = await world.api(service, "GET", url, A, org)
     repo = world.services["trading"].state["planning"].repo
-    for site in (data.site_id, data.stopped_site_id):
+    registry = world.services["trading"].state["sites"]
+    for site in (data.site_id, data.stopped_site_id, data.unclaimed_site_id):
         seen[f"trading site {site}"] = await repo.get_site(uuid.UUID(site))
+        seen[f"trading site {site} registered to"] = await registry.org_of(uuid.UUID(site))
         for direction in ("import", "export"):
             seen[f"trading site {site} {direction}"] = await repo.site_tariff(uuid.UUID(site), direction)
     return seen

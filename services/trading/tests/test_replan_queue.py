@@ -69,11 +69,25 @@ def now_hour() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-async def add_site(
-    repo: Repository, org: uuid.UUID, *, market: str | None = None, region: str = ""
+AddSite = Callable[..., Awaitable[uuid.UUID]]
+
+
+@pytest.fixture
+def add_site(pool: Any, register_site: Any) -> AddSite:
+    """``await add_site(org, market=None, region="")``: a site registered to ``org`` (as device-service's
+    ``device.registered`` makes it), its battery configured, an import tariff (time-of-use, or dynamic on
+    ``market``)."""
+
+    async def add(org: uuid.UUID, *, market: str | None = None, region: str = "") -> uuid.UUID:
+        return await _add_site(Repository(pool), await register_site(pool, org), org, market, region)
+
+    return add
+
+
+async def _add_site(
+    repo: Repository, site: uuid.UUID, org: uuid.UUID, market: str | None, region: str
 ) -> uuid.UUID:
-    site = uuid.uuid4()
-    await repo.upsert_site(org, site, BATTERY)
+    assert await repo.upsert_site(org, site, BATTERY) is not None
     if market is not None:
         t = {"name": "agile", "direction": "import", "kind": "dynamic", "market": market, "region": region}
     else:
@@ -119,15 +133,6 @@ async def pool(migrated: None, settings: TradingSettings) -> AsyncIterator[Any]:
     await p.close()
 
 
-@pytest.fixture
-async def bus(settings: TradingSettings) -> AsyncIterator[EventBus]:
-    b = EventBus(settings.rabbit, source="/tests/trading")
-    b.start()
-    await b.wait_connected(10)
-    yield b
-    await b.close()
-
-
 async def drop_queue(name: str) -> None:
     conn = await aio_pika.connect_robust(TEST_RABBIT_URL)
     async with conn:
@@ -137,7 +142,7 @@ async def drop_queue(name: str) -> None:
 
 
 async def test_prices_for_three_sites_fan_out_to_competing_workers(
-    migrated: None, test_issuer: TestIssuer, pool: Any, bus: EventBus
+    migrated: None, test_issuer: TestIssuer, pool: Any, bus: EventBus, add_site: AddSite
 ) -> None:
     """prices for 3 sites → 3 jobs on one quorum queue → 2 competing workers (the service's own and a
     fleet worker) → 3 schedule.published events; both workers took jobs."""
@@ -148,7 +153,7 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
     )
     repo = Repository(pool)
     org, market, region = uuid.uuid4(), "test-market", f"R{uuid.uuid4().hex[:8]}"
-    sites = [await add_site(repo, org, market=market, region=region) for _ in range(3)]
+    sites = [await add_site(org, market=market, region=region) for _ in range(3)]
     collector = Collector(bus, ["schedule.published"])
     collector.sites = {str(s) for s in sites}
     await collector.start()
@@ -226,10 +231,12 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
         await drop_queue(queue_name)
 
 
-async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(pool: Any, bus: EventBus) -> None:
+async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
+    pool: Any, bus: EventBus, add_site: AddSite
+) -> None:
     repo = Repository(pool)
     org = uuid.uuid4()
-    site = await add_site(repo, org)
+    site = await add_site(org)
     collector = Collector(bus, ["schedule.published"])
     collector.sites = {str(site)}
     await collector.start()
@@ -256,10 +263,12 @@ async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(pool: An
     assert done is not None and done["published_at"] is not None
 
 
-async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(pool: Any, bus: EventBus) -> None:
+async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
+    pool: Any, bus: EventBus, register_site: Any, add_site: AddSite
+) -> None:
     repo = Repository(pool)
     org = uuid.uuid4()
-    site = await add_site(repo, org)
+    site = await add_site(org)
     collector = Collector(bus, ["schedule.published"])
     collector.sites = {str(site)}
     await collector.start()
@@ -301,8 +310,8 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(pool: 
         assert all(s["battery_power_kw"] == 0 for s in latest[1])
 
         # a site with no tariff or prices yet is held all the same
-        bare = uuid.uuid4()
-        await repo.upsert_site(org, bare, BATTERY)
+        bare = await register_site(pool, org)
+        assert await repo.upsert_site(org, bare, BATTERY) is not None
         await planning.emergency_stop(org, bare, "no tariff yet", "tests")
         bare_latest = await repo.latest_schedule(bare)
         assert bare_latest is not None and bare_latest[0]["method"] == "hold"
@@ -325,10 +334,12 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(pool: 
         await drop_queue(queue_name)
 
 
-async def test_dispatch_executed_is_published_when_its_window_ends(pool: Any, bus: EventBus) -> None:
+async def test_dispatch_executed_is_published_when_its_window_ends(
+    pool: Any, bus: EventBus, add_site: AddSite
+) -> None:
     repo = Repository(pool)
     org = uuid.uuid4()
-    site = await add_site(repo, org)
+    site = await add_site(org)
     collector = Collector(bus, ["dispatch.status_changed"])
     collector.sites = {str(site)}
     await collector.start()
@@ -354,12 +365,11 @@ async def test_dispatch_executed_is_published_when_its_window_ends(pool: Any, bu
 
 
 async def test_drift_from_plan_enqueues_a_replan(
-    client: httpx.AsyncClient, test_issuer: TestIssuer, pool: Any
+    client: httpx.AsyncClient, test_issuer: TestIssuer, pool: Any, add_site: AddSite
 ) -> None:
     """The service's own worker runs the job the drift enqueued (default queue)."""
-    repo = Repository(pool)
     org = uuid.uuid4()
-    site = await add_site(repo, org)
+    site = await add_site(org)
     operator, viewer = auth(test_issuer, org, "operator"), auth(test_issuer, org, "viewer")
     # the app's start-up periodic tick may have enqueued this new (schedule-less) site: mark that job
     # done so it cannot land a version between the reports below
@@ -419,11 +429,10 @@ async def test_drift_from_plan_enqueues_a_replan(
 
 
 async def test_baseline_forecast_from_recorded_actuals(
-    client: httpx.AsyncClient, test_issuer: TestIssuer, pool: Any, bus: EventBus
+    client: httpx.AsyncClient, test_issuer: TestIssuer, pool: Any, bus: EventBus, add_site: AddSite
 ) -> None:
-    repo = Repository(pool)
     org = uuid.uuid4()
-    site = await add_site(repo, org)
+    site = await add_site(org)
     operator, viewer = auth(test_issuer, org, "operator"), auth(test_issuer, org, "viewer")
 
     # no history at all: flat load, no PV, and the schedule says so

@@ -42,17 +42,27 @@ async def eventually(fn: Callable[[], Awaitable[Any]], timeout_s: float = 15.0) 
 
 
 async def test_site_planning_flow(
-    client: httpx.AsyncClient, test_issuer: TestIssuer, settings: TradingSettings
+    client: httpx.AsyncClient,
+    test_issuer: TestIssuer,
+    bus: EventBus,
+    make_device_registered: Callable[..., CloudEvent[Any]],
 ) -> None:
     org, site = uuid.uuid4(), uuid.uuid4()
     admin, operator, viewer = (auth(test_issuer, org, r) for r in ("admin", "operator", "viewer"))
     market, region = "test-market", f"R{uuid.uuid4().hex[:8]}"
+    battery = {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5}
 
-    r = await client.put(
-        f"/sites/{site}/battery",
-        headers=admin,
-        json={"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5},
-    )
+    # not registered by device-service yet: trading does not know the site
+    r = await client.put(f"/sites/{site}/battery", headers=admin, json=battery)
+    assert r.status_code == 404 and r.json()["error"]["details"] == {"reason": "site_not_registered"}, r.text
+    # device-service registers a device on it → trading's trading.sites consumer learns the site's org
+    await bus.publish(make_device_registered(org, site))
+
+    async def configured() -> httpx.Response | None:
+        r = await client.put(f"/sites/{site}/battery", headers=admin, json=battery)
+        return r if r.status_code != 404 else None
+
+    r = await eventually(configured)
     assert r.status_code == 200, r.text
     imp = await client.post(
         "/tariffs",
@@ -71,9 +81,6 @@ async def test_site_planning_flow(
         )
         assert r.status_code == 204, r.text
 
-    bus = EventBus(settings.rabbit, source="/tests/trading")
-    bus.start()
-    await bus.wait_connected(10)
     published: list[CloudEvent[Any]] = []
 
     async def collect(ev: CloudEvent[Any]) -> None:
@@ -84,117 +91,114 @@ async def test_site_planning_flow(
         QueueSpec(f"tests.trading.{uuid.uuid4().hex[:8]}", ["schedule.published", "dispatch.status_changed"]),
         collect,
     )
-    try:
-        # prices arrive → the site is re-planned and its schedule published
-        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        points = [
-            PricePoint(
-                start=now + timedelta(minutes=30 * i),
-                end=now + timedelta(minutes=30 * (i + 1)),
-                price_p_per_kwh=(-2.0 if 4 <= i < 8 else 30.0),
-            )
-            for i in range(-48, 48)
-        ]
+    # prices arrive → the site is re-planned and its schedule published
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    points = [
+        PricePoint(
+            start=now + timedelta(minutes=30 * i),
+            end=now + timedelta(minutes=30 * (i + 1)),
+            price_p_per_kwh=(-2.0 if 4 <= i < 8 else 30.0),
+        )
+        for i in range(-48, 48)
+    ]
+    await bus.publish(
+        make_event(
+            EventType.MARKET_PRICES_UPDATED,
+            MarketPricesUpdated(
+                market=market, region=region, direction="import", prices=points, published_at=now
+            ),
+            source="/tests",
+        )
+    )
+
+    async def schedule() -> dict[str, Any] | None:
+        r = await client.get(f"/sites/{site}/schedule", headers=viewer)
+        return r.json() if r.status_code == 200 else None
+
+    first = await eventually(schedule)
+    assert "prices updated" in first["trigger"]
+    negative = [s for s in first["slots"] if s["import_p_per_kwh"] < 0]
+    assert negative and all(s["battery_power_kw"] < 0 for s in negative)
+    assert any("negative" in s["reason"] for s in negative)
+    await eventually(lambda: asyncio.sleep(0, [e for e in published if e.type == "schedule.published"]))
+    ev = next(e for e in published if e.type == "schedule.published")
+    assert ev.data.version == first["version"] and ev.data.valid_until <= now + timedelta(hours=3)
+
+    # other orgs see nothing
+    other = auth(test_issuer, uuid.uuid4(), "admin")
+    assert (await client.get(f"/sites/{site}/schedule", headers=other)).status_code == 404
+
+    # emergency stop: hold until released
+    r = await client.post(
+        "/emergency-stops", headers=operator, json={"site_id": str(site), "reason": "fire drill"}
+    )
+    assert r.status_code == 201, r.text
+    held = await schedule()
+    assert held is not None and held["version"] > first["version"] and held["method"] == "hold"
+    assert all(s["battery_power_kw"] == 0 and "emergency stop" in s["reason"] for s in held["slots"])
+    assert (await client.get("/emergency-stops", headers=viewer)).json()[0]["reason"] == "fire drill"
+    r = await client.delete(f"/emergency-stops/{r.json()['stop_id']}", headers=operator)
+    assert r.status_code == 200 and r.json()["released_at"] is not None
+
+    # the release re-plans through the work queue
+    async def not_held() -> dict[str, Any] | None:
+        s = await schedule()
+        return s if s is not None and s["method"] != "hold" else None
+
+    released = await eventually(not_held)
+    assert released["trigger"] == "emergency stop released"
+
+    # dispatches: beyond the battery's limits → rejected; within → accepted and followed
+    start = now + timedelta(hours=10)
+    for power_w in (9000.0, 3000.0):
         await bus.publish(
             make_event(
-                EventType.MARKET_PRICES_UPDATED,
-                MarketPricesUpdated(
-                    market=market, region=region, direction="import", prices=points, published_at=now
+                EventType.DISPATCH_RECEIVED,
+                DispatchReceived(
+                    dispatch_id=uuid.uuid4(),
+                    org_id=org,
+                    site_id=site,
+                    provider="axle",
+                    battery_power_w=power_w,
+                    start=start,
+                    end=start + timedelta(hours=1),
                 ),
                 source="/tests",
             )
         )
-
-        async def schedule() -> dict[str, Any] | None:
-            r = await client.get(f"/sites/{site}/schedule", headers=viewer)
-            return r.json() if r.status_code == 200 else None
-
-        first = await eventually(schedule)
-        assert "prices updated" in first["trigger"]
-        negative = [s for s in first["slots"] if s["import_p_per_kwh"] < 0]
-        assert negative and all(s["battery_power_kw"] < 0 for s in negative)
-        assert any("negative" in s["reason"] for s in negative)
-        await eventually(lambda: asyncio.sleep(0, [e for e in published if e.type == "schedule.published"]))
-        ev = next(e for e in published if e.type == "schedule.published")
-        assert ev.data.version == first["version"] and ev.data.valid_until <= now + timedelta(hours=3)
-
-        # other orgs see nothing
-        other = auth(test_issuer, uuid.uuid4(), "admin")
-        assert (await client.get(f"/sites/{site}/schedule", headers=other)).status_code == 404
-
-        # emergency stop: hold until released
-        r = await client.post(
-            "/emergency-stops", headers=operator, json={"site_id": str(site), "reason": "fire drill"}
+    statuses = await eventually(
+        lambda: asyncio.sleep(
+            0,
+            [e.data.status.value for e in published if e.type == "dispatch.status_changed"]
+            if sum(e.type == "dispatch.status_changed" for e in published) >= 2
+            else None,
         )
-        assert r.status_code == 201, r.text
-        held = await schedule()
-        assert held is not None and held["version"] > first["version"] and held["method"] == "hold"
-        assert all(s["battery_power_kw"] == 0 and "emergency stop" in s["reason"] for s in held["slots"])
-        assert (await client.get("/emergency-stops", headers=viewer)).json()[0]["reason"] == "fire drill"
-        r = await client.delete(f"/emergency-stops/{r.json()['stop_id']}", headers=operator)
-        assert r.status_code == 200 and r.json()["released_at"] is not None
+    )
+    assert sorted(statuses) == ["accepted", "rejected"]
 
-        # the release re-plans through the work queue
-        async def not_held() -> dict[str, Any] | None:
-            s = await schedule()
-            return s if s is not None and s["method"] != "hold" else None
+    async def dispatched() -> dict[str, Any] | None:
+        s = await schedule()
+        return s if s and any(x["reason"].startswith("dispatch:") for x in s["slots"]) else None
 
-        released = await eventually(not_held)
-        assert released["trigger"] == "emergency stop released"
+    got = await eventually(dispatched)
+    followed = [x for x in got["slots"] if x["reason"].startswith("dispatch:")]
+    assert len(followed) == 2 and all(x["battery_power_kw"] == pytest.approx(3.0) for x in followed)
 
-        # dispatches: beyond the battery's limits → rejected; within → accepted and followed
-        start = now + timedelta(hours=10)
-        for power_w in (9000.0, 3000.0):
-            await bus.publish(
-                make_event(
-                    EventType.DISPATCH_RECEIVED,
-                    DispatchReceived(
-                        dispatch_id=uuid.uuid4(),
-                        org_id=org,
-                        site_id=site,
-                        provider="axle",
-                        battery_power_w=power_w,
-                        start=start,
-                        end=start + timedelta(hours=1),
-                    ),
-                    source="/tests",
-                )
-            )
-        statuses = await eventually(
-            lambda: asyncio.sleep(
-                0,
-                [e.data.status.value for e in published if e.type == "dispatch.status_changed"]
-                if sum(e.type == "dispatch.status_changed" for e in published) >= 2
-                else None,
-            )
-        )
-        assert sorted(statuses) == ["accepted", "rejected"]
-
-        async def dispatched() -> dict[str, Any] | None:
-            s = await schedule()
-            return s if s and any(x["reason"].startswith("dispatch:") for x in s["slots"]) else None
-
-        got = await eventually(dispatched)
-        followed = [x for x in got["slots"] if x["reason"].startswith("dispatch:")]
-        assert len(followed) == 2 and all(x["battery_power_kw"] == pytest.approx(3.0) for x in followed)
-
-        # planned vs actual
-        slot0 = got["slots"][0]
-        r = await client.post(
-            f"/sites/{site}/actuals",
-            headers=operator,
-            json=[{"start_at": slot0["start_at"], "battery_power_kw": 1.5, "soc_pct": 55}],
-        )
-        assert r.status_code == 204, r.text
-        r = await client.get(
-            f"/sites/{site}/schedule/compare",
-            headers=viewer,
-            params={"from": slot0["start_at"], "to": got["slots"][2]["start_at"]},
-        )
-        assert r.status_code == 200, r.text
-        assert r.json()[0]["actual_battery_power_kw"] == 1.5
-    finally:
-        await bus.close()
+    # planned vs actual
+    slot0 = got["slots"][0]
+    r = await client.post(
+        f"/sites/{site}/actuals",
+        headers=operator,
+        json=[{"start_at": slot0["start_at"], "battery_power_kw": 1.5, "soc_pct": 55}],
+    )
+    assert r.status_code == 204, r.text
+    r = await client.get(
+        f"/sites/{site}/schedule/compare",
+        headers=viewer,
+        params={"from": slot0["start_at"], "to": got["slots"][2]["start_at"]},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["actual_battery_power_kw"] == 1.5
 
 
 async def test_preview_plans_without_saving(client: httpx.AsyncClient, test_issuer: TestIssuer) -> None:
@@ -217,7 +221,7 @@ async def test_preview_plans_without_saving(client: httpx.AsyncClient, test_issu
 
 
 async def test_periodic_replan_refreshes_expiring_schedules(
-    migrated: None, settings: TradingSettings
+    migrated: None, settings: TradingSettings, register_site: Any
 ) -> None:
     from nattery_shared import db
     from nattery_trading.app import SCHEMA
@@ -228,7 +232,8 @@ async def test_periodic_replan_refreshes_expiring_schedules(
     await db.open_pool(pool)
     try:
         repo = Repository(pool)
-        org, site = uuid.uuid4(), uuid.uuid4()
+        org = uuid.uuid4()
+        site = await register_site(pool, org)
         await repo.upsert_site(
             org,
             site,

@@ -21,6 +21,8 @@ from nattery_trading.planning.endpoints import router as planning_router
 from nattery_trading.planning.repository import Repository
 from nattery_trading.planning.service import PlanningService
 from nattery_trading.settings import TradingSettings, get_settings
+from nattery_trading.sites.consumers import SiteRegistryConsumer
+from nattery_trading.sites.repository import SiteRegistry
 
 SCHEMA = "trading"
 
@@ -64,12 +66,14 @@ def create_app(settings: TradingSettings | None = None) -> FastAPI:
             queue.start()
             readiness.add("site_plans_queue", queue.ping)
             planning = build_planning(settings, resources.pool, resources.bus, queue)
+            sites = SiteRegistry(resources.pool)
             if cfg.run_worker:  # this replica is one of the work queue's competing consumers
                 await queue.consume(planning.run_job)
+            await SiteRegistryConsumer(sites, cfg.sites_queue).register(resources.bus)
             await PlanningConsumers(planning).register(resources.bus)
             periodic = asyncio.create_task(planning.run_periodic(cfg.replan_interval_s), name="replan-due")
             try:
-                yield {**resources.as_state(), "planning": planning, "site_plans": queue}
+                yield {**resources.as_state(), "planning": planning, "sites": sites, "site_plans": queue}
             finally:
                 periodic.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

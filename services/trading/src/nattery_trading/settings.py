@@ -20,6 +20,8 @@ class TradingSection(BaseModel):
     # Re-plans are jobs on this work queue; each replica runs one competing consumer (``run_worker``)
     # with this prefetch, and ``nattery-trading fleet-worker`` processes add more.
     site_plans_queue: str = "trading.site_plans"
+    # Quorum queue of device-service's device.registered (which org owns each site; sites/consumers.py).
+    sites_queue: str = "trading.sites"
     run_worker: bool = True
     worker_prefetch: int = Field(default=2, ge=1, le=64)
     # Measured SOC this far (percentage points) from the plan's SOC for the slot triggers a re-plan.

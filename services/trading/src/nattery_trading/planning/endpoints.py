@@ -1,4 +1,8 @@
-"""Trading REST API (thin: rules live in the planning service)."""
+"""Trading REST API (thin: rules live in the planning service).
+
+Every route keyed by a site (in the path, or ``site_id`` in a body) first checks that the site is
+registered to the caller's org (``sites/service.py``): an unknown site and another org's site get the
+same 404."""
 
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from nattery_trading.planning.schemas import (
     TariffOut,
 )
 from nattery_trading.planning.service import PlanningService
+from nattery_trading.sites.repository import SiteRegistry
+from nattery_trading.sites.service import require_org_site
 
 router = APIRouter(tags=["trading"])
 
@@ -45,31 +51,47 @@ def get_planning(request: Request) -> PlanningService:
     return planning
 
 
+def get_sites(request: Request) -> SiteRegistry:
+    sites: SiteRegistry = request.state.sites
+    return sites
+
+
 PlanningDep = Annotated[PlanningService, Depends(get_planning)]
+SitesDep = Annotated[SiteRegistry, Depends(get_sites)]
 
 
-async def _own_site(repo: Repository, principal: Principal, site_id: uuid.UUID) -> Row:
+def _not_configured(site_id: uuid.UUID) -> NotFound:
+    return NotFound(f"site {site_id} has no battery configured in trading (PUT /sites/{site_id}/battery)")
+
+
+async def _own_site(sites: SiteRegistry, repo: Repository, principal: Principal, site_id: uuid.UUID) -> Row:
+    """The caller's org's configured site, or 404 (not registered to the org; then not configured)."""
+    await require_org_site(sites, principal.org_id, site_id)
     site = await repo.get_site(site_id)
     if site is None or site["org_id"] != principal.org_id:
-        raise NotFound(f"site {site_id} not found")
+        raise _not_configured(site_id)
     return site
 
 
 @router.put("/sites/{site_id}/battery", summary="Configure a site's battery and grid limits (admin)")
 async def put_battery(
-    site_id: uuid.UUID, body: BatteryConfig, principal: Admin, planning: PlanningDep
+    site_id: uuid.UUID, body: BatteryConfig, principal: Admin, planning: PlanningDep, sites: SitesDep
 ) -> BatteryConfig:
+    await require_org_site(sites, principal.org_id, site_id)
     row = await planning.repo.upsert_site(principal.org_id, site_id, body.model_dump())
-    if row is None:
-        raise NotFound(f"site {site_id} not found")
+    if row is None:  # configured by another org before trading checked sites (see README)
+        raise NotFound(
+            f"site {site_id} cannot be configured: trading holds an older configuration of it that is "
+            "not your org's; an operator must remove it"
+        )
     return BatteryConfig.model_validate({k: row[k] for k in BatteryConfig.model_fields})
 
 
 @router.put("/sites/{site_id}/strategy", summary="Set a site's strategy; re-plans when it can")
 async def put_strategy(
-    site_id: uuid.UUID, body: StrategyIn, principal: Operator, planning: PlanningDep
+    site_id: uuid.UUID, body: StrategyIn, principal: Operator, planning: PlanningDep, sites: SitesDep
 ) -> StrategyIn:
-    await _own_site(planning.repo, principal, site_id)
+    await _own_site(sites, planning.repo, principal, site_id)
     row = await planning.repo.set_strategy(site_id, body.model_dump(mode="json"), principal.subject)
     version = row["updated_at"].isoformat() if row else uuid.uuid4().hex
     await planning.replan_sites(principal.org_id, site_id, "strategy changed", f"strategy:{version}")
@@ -77,8 +99,10 @@ async def put_strategy(
 
 
 @router.get("/sites/{site_id}/strategy")
-async def get_strategy(site_id: uuid.UUID, principal: Viewer, planning: PlanningDep) -> StrategyIn:
-    await _own_site(planning.repo, principal, site_id)
+async def get_strategy(
+    site_id: uuid.UUID, principal: Viewer, planning: PlanningDep, sites: SitesDep
+) -> StrategyIn:
+    await _own_site(sites, planning.repo, principal, site_id)
     row = await planning.repo.get_strategy(site_id)
     if row is None:
         return StrategyIn()
@@ -107,8 +131,9 @@ async def set_site_tariff(
     tariff_id: Annotated[uuid.UUID, Query()],
     principal: Admin,
     planning: PlanningDep,
+    sites: SitesDep,
 ) -> None:
-    await _own_site(planning.repo, principal, site_id)
+    await _own_site(sites, planning.repo, principal, site_id)
     tariff = await planning.repo.get_tariff(tariff_id)
     if tariff is None or tariff["org_id"] != principal.org_id:
         raise NotFound(f"tariff {tariff_id} not found")
@@ -118,8 +143,10 @@ async def set_site_tariff(
 
 
 @router.post("/sites/{site_id}/plan", summary="Re-plan now and publish the schedule (operator)")
-async def plan_now(site_id: uuid.UUID, principal: Operator, planning: PlanningDep) -> ScheduleOut:
-    await _own_site(planning.repo, principal, site_id)
+async def plan_now(
+    site_id: uuid.UUID, principal: Operator, planning: PlanningDep, sites: SitesDep
+) -> ScheduleOut:
+    await _own_site(sites, planning.repo, principal, site_id)
     out = await planning.plan_site(site_id, f"requested by {principal.subject}")
     if out is None:  # stopped and already held: the hold stays
         got = await planning.repo.latest_schedule(site_id)
@@ -129,8 +156,10 @@ async def plan_now(site_id: uuid.UUID, principal: Operator, planning: PlanningDe
 
 
 @router.get("/sites/{site_id}/schedule", summary="The latest schedule version with per-slot reasons")
-async def get_schedule(site_id: uuid.UUID, principal: Viewer, planning: PlanningDep) -> ScheduleOut:
-    await _own_site(planning.repo, principal, site_id)
+async def get_schedule(
+    site_id: uuid.UUID, principal: Viewer, planning: PlanningDep, sites: SitesDep
+) -> ScheduleOut:
+    await _own_site(sites, planning.repo, principal, site_id)
     got = await planning.repo.latest_schedule(site_id)
     if got is None:
         raise NotFound(f"site {site_id} has no schedule yet")
@@ -145,9 +174,9 @@ async def get_schedule(site_id: uuid.UUID, principal: Viewer, planning: Planning
     "a SOC off the plan by more than the drift threshold re-plans",
 )
 async def post_actuals(
-    site_id: uuid.UUID, body: list[ActualIn], principal: Operator, planning: PlanningDep
+    site_id: uuid.UUID, body: list[ActualIn], principal: Operator, planning: PlanningDep, sites: SitesDep
 ) -> None:
-    await _own_site(planning.repo, principal, site_id)
+    await _own_site(sites, planning.repo, principal, site_id)
     for a in body:
         await planning.repo.record_actual(
             site_id, a.start_at, a.battery_power_kw, a.soc_pct, a.grid_kw, a.load_kw, a.pv_kw
@@ -166,10 +195,11 @@ async def compare(
     site_id: uuid.UUID,
     principal: Viewer,
     planning: PlanningDep,
+    sites: SitesDep,
     start: Annotated[AwareDatetime, Query(alias="from")],
     end: Annotated[AwareDatetime, Query(alias="to")],
 ) -> list[PlannedVsActual]:
-    await _own_site(planning.repo, principal, site_id)
+    await _own_site(sites, planning.repo, principal, site_id)
     return [
         PlannedVsActual.model_validate(r) for r in await planning.repo.planned_vs_actual(site_id, start, end)
     ]
@@ -180,7 +210,11 @@ async def compare(
     status_code=status.HTTP_201_CREATED,
     summary="Hold a site (or every site of the org) until released (operator)",
 )
-async def create_stop(body: EmergencyStopIn, principal: Operator, planning: PlanningDep) -> EmergencyStopOut:
+async def create_stop(
+    body: EmergencyStopIn, principal: Operator, planning: PlanningDep, sites: SitesDep
+) -> EmergencyStopOut:
+    if body.site_id is not None:
+        await require_org_site(sites, principal.org_id, body.site_id)
     row = await planning.emergency_stop(principal.org_id, body.site_id, body.reason, principal.subject)
     return EmergencyStopOut.model_validate(row)
 

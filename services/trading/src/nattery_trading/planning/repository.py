@@ -19,6 +19,9 @@ class _DuplicateJob(Exception):
     """A job key already made a schedule version (a redelivered job)."""
 
 
+# ``sites s`` limited to configurations made by the org the site is registered to.
+REGISTERED_SITES = "sites s JOIN registered_sites r ON r.site_id = s.site_id AND r.org_id = s.org_id"
+
 SITE_FIELDS = (
     "timezone",
     "capacity_kwh",
@@ -50,18 +53,35 @@ class Repository:
 
     # --- sites ------------------------------------------------------------------------------------
     async def upsert_site(self, org_id: uuid.UUID, site_id: uuid.UUID, fields: dict[str, Any]) -> Row | None:
+        """Configure a site's battery; None (nothing written) unless the site is registered to ``org_id``
+        in ``registered_sites`` and not configured by another org. The registry row is share-locked so
+        its org cannot change before this commits."""
         cols = ", ".join(SITE_FIELDS)
         vals = ", ".join(f"%({f})s" for f in SITE_FIELDS)
         sets = ", ".join(f"{f} = EXCLUDED.{f}" for f in SITE_FIELDS)
-        return await self._one(
-            f"INSERT INTO sites (site_id, org_id, {cols}) VALUES (%(site_id)s, %(org_id)s, {vals}) "
-            f"ON CONFLICT (site_id) DO UPDATE SET {sets}, updated_at = now() WHERE sites.org_id = EXCLUDED.org_id "
-            "RETURNING *",
-            {"site_id": site_id, "org_id": org_id, **fields},
-        )
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(
+                "SELECT 1 FROM registered_sites WHERE site_id = %s AND org_id = %s FOR SHARE",
+                (site_id, org_id),
+            )
+            if await cur.fetchone() is None:
+                return None
+            await cur.execute(
+                f"INSERT INTO sites (site_id, org_id, {cols}) VALUES (%(site_id)s, %(org_id)s, {vals}) "
+                f"ON CONFLICT (site_id) DO UPDATE SET {sets}, updated_at = now() "
+                "WHERE sites.org_id = EXCLUDED.org_id RETURNING *",
+                {"site_id": site_id, "org_id": org_id, **fields},
+            )
+            return await cur.fetchone()
 
     async def get_site(self, site_id: uuid.UUID) -> Row | None:
-        return await self._one("SELECT * FROM sites WHERE site_id = %s", (site_id,))
+        """The site's configuration, while the site is registered to the org that configured it (a
+        configuration left by another org, see README "Sites and orgs", is neither served nor planned)."""
+        return await self._one(f"SELECT s.* FROM {REGISTERED_SITES} WHERE s.site_id = %s", (site_id,))
 
     async def set_soc(self, site_id: uuid.UUID, soc_pct: float, at: datetime) -> None:
         async with self.pool.connection() as conn:
@@ -174,7 +194,8 @@ class Repository:
 
     async def sites_on_market(self, market: str, region: str, direction: str) -> list[uuid.UUID]:
         rows = await self._all(
-            "SELECT st.site_id FROM site_tariffs st JOIN tariffs t USING (tariff_id) WHERE t.kind = 'dynamic' "
+            "SELECT st.site_id FROM site_tariffs st JOIN tariffs t USING (tariff_id) "
+            f"JOIN {REGISTERED_SITES} ON s.site_id = st.site_id WHERE t.kind = 'dynamic' "
             "AND t.market = %s AND t.region = %s AND t.direction = %s",
             (market, region, direction),
         )
@@ -256,8 +277,8 @@ class Repository:
         """Sites with an import tariff whose latest schedule expires before ``before`` (or have none),
         with the version of that latest schedule (0 when none)."""
         rows = await self._all(
-            """
-            SELECT s.site_id, coalesce(latest.version, 0) AS version FROM sites s
+            f"""
+            SELECT s.site_id, coalesce(latest.version, 0) AS version FROM {REGISTERED_SITES}
             JOIN site_tariffs st ON st.site_id = s.site_id AND st.direction = 'import'
             LEFT JOIN LATERAL (
                 SELECT valid_until, version FROM schedules sc WHERE sc.site_id = s.site_id
@@ -272,7 +293,10 @@ class Repository:
 
     async def sites_of_org(self, org_id: uuid.UUID) -> list[uuid.UUID]:
         return [
-            r["site_id"] for r in await self._all("SELECT site_id FROM sites WHERE org_id = %s", (org_id,))
+            r["site_id"]
+            for r in await self._all(
+                f"SELECT s.site_id FROM {REGISTERED_SITES} WHERE s.org_id = %s", (org_id,)
+            )
         ]
 
     # --- schedules ----------------------------------------------------------------------------------
