@@ -55,7 +55,7 @@ class DeviceProcess:
             **os.environ,
             **test_env(issuer),
             "NATTERY_PORT": str(self.port),
-            "NATTERY_LOG_LEVEL": "WARNING",
+            "NATTERY_LOG_LEVEL": os.environ.get("NATTERY_TEST_DEVICE_LOG_LEVEL", "WARNING"),
             "NATTERY_DEVICE__MQTT_CLIENT_ID": self.client_id,  # the same id across restarts: the session resumes
             "NATTERY_DEVICE__MQTT_SHARE_GROUP": f"t{uuid.uuid4().hex[:8]}",
             "NATTERY_DEVICE__MOSQUITTO_PASSWORD_FILE": str(PASSWD),
@@ -90,6 +90,16 @@ class DeviceProcess:
                 return checks.get("mqtt") == "ok" and checks.get("postgres") == "ok"
 
             await eventually(ready, timeout_s=30, interval_s=0.2)
+
+    async def ingest_metrics(self) -> str:
+        """The ingest and MQTT lines of /metrics, for a failure message."""
+        async with httpx.AsyncClient(base_url=self.url) as http:
+            text = (await http.get("/metrics")).text
+        return "\n".join(
+            line
+            for line in text.splitlines()
+            if line.startswith(("nattery_device_ingest", "nattery_device_mqtt"))
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -212,7 +222,13 @@ async def _run_outage(test_issuer: TestIssuer, outage_s: float) -> None:
         await proxy.restore()
         await asyncio.to_thread(publisher.published.wait, outage_s + 60)
         assert publisher.acked == total
-        await eventually(lambda: _exactly(influx_count(device_id), total), timeout_s=60)
+        try:
+            await eventually(lambda: _exactly(influx_count(device_id), total), timeout_s=60)
+        except AssertionError:
+            raise AssertionError(
+                f"{await influx_count(device_id)} of {total} points stored after the outage "
+                f"({during} before it); service metrics:\n{await service.ingest_metrics()}"
+            ) from None
         assert during < total
         edge.close()
     finally:
