@@ -69,7 +69,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             stream_publisher = StreamPublisher(res.redis)
             hub = StreamHub(res.redis, client_queue=cfg.stream_client_queue)
             await hub.start()
-            relay = OutboxRelay(res.pool, res.bus)
+            relay = OutboxRelay(res.pool, res.bus, keep_days=cfg.outbox_keep_days)
             publisher = MqttPublisher(
                 settings.mqtt, client_id=f"{cfg.mqtt_client_id}-cmd-{uuid.uuid4().hex[:6]}"
             )

@@ -46,6 +46,8 @@ class DeviceSection(BaseModel):
     # Presence. Latest values in Redis are refreshed at most this often per device (and group of fields).
     latest_every_s: float = Field(default=1.0, ge=0)
     stale_after_s: float = Field(default=120.0, gt=0)
+    # published outbox rows and consumed event ids are deleted after this long
+    outbox_keep_days: float = Field(default=7.0, gt=0)
     presence_sweep_interval_s: float = Field(default=10.0, gt=0)
 
     # Commands.
