@@ -163,6 +163,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     "passwords": passwords,
                     "registry": registry,
                     "commands": commands,
+                    "relay": relay,
                     "stream_hub": hub,
                     "rejected": rejected,
                 }

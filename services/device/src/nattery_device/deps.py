@@ -11,6 +11,7 @@ from nattery_device.settings import DeviceSettings
 
 if TYPE_CHECKING:
     from nattery_device.commands.service import CommandService
+    from nattery_device.outbox import OutboxRelay
     from nattery_device.telemetry.registry import RegistryCache
 
 
@@ -29,6 +30,11 @@ def get_commands(request: Request) -> CommandService:
     return commands
 
 
+def get_relay(request: Request) -> OutboxRelay:
+    relay: OutboxRelay = request.state.relay
+    return relay
+
+
 def get_registry(request: Request) -> RegistryCache:
     registry: RegistryCache = request.state.registry
     return registry
@@ -38,3 +44,4 @@ PasswordsDep = Annotated[PasswordFile, Depends(get_passwords)]
 SettingsDep = Annotated[DeviceSettings, Depends(get_device_settings)]
 CommandsDep = Annotated["CommandService", Depends(get_commands)]
 RegistryDep = Annotated["RegistryCache", Depends(get_registry)]
+RelayDep = Annotated["OutboxRelay", Depends(get_relay)]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from nattery_device.deps import RegistryDep
+from nattery_device.deps import RegistryDep, RelayDep
 from nattery_device.devices import service
 from nattery_device.devices.schemas import Device, DeviceCreate, DeviceKind, DeviceUpdate
 from nattery_shared.auth import Admin, Viewer
@@ -32,10 +32,16 @@ async def list_devices(
 
 @router.post("/sites/{site_id}/devices", status_code=status.HTTP_201_CREATED)
 async def register_device(
-    site_id: uuid.UUID, body: DeviceCreate, principal: Admin, pool: PoolDep, registry: RegistryDep
+    site_id: uuid.UUID,
+    body: DeviceCreate,
+    principal: Admin,
+    pool: PoolDep,
+    registry: RegistryDep,
+    relay: RelayDep,
 ) -> Device:
     device = await service.register(pool, principal.org_id, site_id, body)
     registry.invalidate()
+    relay.poke()  # device.registered out now: trading refuses the site until it has seen it
     return device
 
 
