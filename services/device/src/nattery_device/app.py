@@ -32,6 +32,7 @@ from nattery_device.telemetry.ingest import TelemetryIngest
 from nattery_device.telemetry.registry import RegistryCache
 from nattery_device.telemetry.rejected import RejectedStore, Rejection
 from nattery_device.telemetry.writer import InfluxBatchWriter
+from nattery_shared.aio import within
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
 from nattery_shared.resources import open_resources
@@ -100,6 +101,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             spawn("mqtt-publisher", publisher.run())
             spawn("command-sweeper", commands.run_sweeper(cfg.command_sweep_interval_s))
             spawn("presence-sweeper", presence.run_sweeper(cfg.presence_sweep_interval_s))
+            spawn("presence-latest", presence.run_latest_flusher())
 
             subscribers: list[AckingSubscriber] = []
             writer: InfluxBatchWriter | None = None
@@ -174,6 +176,8 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                         task.cancel()
                 if writer is not None:
                     await writer.drain(timeout_s=5.0)  # store and ack what we hold; the rest is redelivered
+                with contextlib.suppress(Exception):
+                    await within(presence.flush_latest(), 2.0)
                 for task in tasks:
                     task.cancel()
                 stuck: set[asyncio.Task[Any]] = set()

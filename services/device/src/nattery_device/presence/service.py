@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from psycopg_pool import AsyncConnectionPool
@@ -29,37 +31,37 @@ log = logging.getLogger(__name__)
 LAST_SEEN_KEY = "device:lastseen"  # sorted set: device id -> last sample epoch seconds
 
 
-# Latest value per field, merged across messages (the bridge publishes fast and slow groups): a field
-# only moves forward in time, so a replayed (older) sample never overwrites a newer value.
+# Latest values: one hash per device, one hash field per group of fields the device publishes (the
+# bridge publishes fast and slow groups), "g:<id of the group's field names>" = "epoch|iso ts|seq|values
+# json". A group only moves forward in time: a replayed (older) sample never overwrites a newer one,
+# whichever replica writes it. Readers merge the groups (newest value of each field wins,
+# telemetry/service.py). The compare is a few string operations per device (no JSON in Redis): the
+# per-field cjson merge this replaces cost redis-server ~34 % of a core at 10,000 msg/s from 2,000
+# devices; this costs ~3 % (services/device/README.md, "Benchmarks").
 _SET_LATEST_LUA = """
 for i, key in ipairs(KEYS) do
-  local record = ARGV[i]
-  local a = string.find(record, '|', 1, true)
-  local b = string.find(record, '|', a + 1, true)
-  local c = string.find(record, '|', b + 1, true)
-  local epoch = tonumber(string.sub(record, 1, a - 1))
-  local incoming = cjson.decode(string.sub(record, c + 1))
-  local stored = redis.call('HMGET', key, 'ts_epoch', 'values', 'field_ts')
-  local values = stored[2] and cjson.decode(stored[2]) or {}
-  local field_ts = stored[3] and cjson.decode(stored[3]) or {}
-  for name, value in pairs(incoming) do
-    if (field_ts[name] or -1) <= epoch then
-      values[name] = value
-      field_ts[name] = epoch
-    end
-  end
-  redis.call('HSET', key, 'values', cjson.encode(values), 'field_ts', cjson.encode(field_ts))
-  if epoch >= tonumber(stored[1] or '-1') then
-    redis.call('HSET', key, 'ts_epoch', string.sub(record, 1, a - 1), 'ts', string.sub(record, a + 1, b - 1),
-               'seq', string.sub(record, b + 1, c - 1))
+  local field, record = ARGV[2 * i - 1], ARGV[2 * i]
+  local stored = redis.call('HGET', key, field)
+  if not stored or tonumber(string.sub(stored, 1, string.find(stored, '|', 1, true) - 1))
+      <= tonumber(string.sub(record, 1, string.find(record, '|', 1, true) - 1)) then
+    redis.call('HSET', key, field, record)
   end
 end
 return 0
 """
+LATEST_CHUNK = 500  # devices per EVAL: Redis runs a script without interruption
 
 
 def latest_key(device_id: uuid.UUID) -> str:
     return f"device:latest:{device_id}"
+
+
+def group_field(names: tuple[str, ...]) -> str:
+    """Hash field of a group of telemetry fields: short and stable across replicas and restarts."""
+    return "g:" + hashlib.blake2b(",".join(names).encode(), digest_size=6).hexdigest()
+
+
+Sample = tuple[DeviceEntry, Telemetry]
 
 
 class PresenceService:
@@ -82,40 +84,48 @@ class PresenceService:
         self._stale_after_s = stale_after_s
         self._status: dict[uuid.UUID, str] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._pushed: dict[tuple[uuid.UUID, tuple[str, ...]], float] = {}
         self._latest_every_s = latest_every_s
+        # Newest sample per device and group of fields since the last flush to Redis.
+        self._pending: dict[tuple[uuid.UUID, tuple[str, ...]], Sample] = {}
+        self._flush_due = 0.0
+        self._group_fields: dict[tuple[str, ...], str] = {}
+        # Marked online in memory, PostgreSQL transaction still queued: load() must not undo that.
+        self._waking: set[uuid.UUID] = set()
         self._redis_failing = False
 
     async def load(self) -> None:
         async with self._pool.connection() as conn:
-            self._status = await repository.statuses(conn)
+            statuses = await repository.statuses(conn)
+        # A wake-up still queued would otherwise be seen as offline and queued again (2,000 devices
+        # coming online at once kept re-queueing each other's transactions every sweep).
+        for device_id in self._waking:
+            statuses[device_id] = DeviceStatus.ONLINE.value
+        self._status = statuses
 
-    # --- telemetry (hot path: one Redis round trip per batch) ----------------------------------
-    async def record_telemetry(self, latest: dict[uuid.UUID, tuple[DeviceEntry, Telemetry]]) -> None:
+    # --- telemetry (hot path: in memory; Redis once per ``latest_every_s``) ---------------------
+    async def record_telemetry(self, samples: Sequence[Sample], /) -> None:
+        """Samples just received (any order, several per device): latest values, last seen, live
+        stream and waking offline devices. Latest values and last seen are merged here and written to
+        Redis at most once per ``latest_every_s`` (one EVAL per 500 devices and one ZADD), so Redis
+        work no longer grows with the message rate."""
+        pending = self._pending
+        newest: dict[uuid.UUID, Sample] = {}
+        for item in samples:
+            entry, sample = item
+            group = (entry.id, tuple(sample.values))
+            held = pending.get(group)
+            if held is None or held[1].ts <= sample.ts:
+                pending[group] = item
+            previous = newest.get(entry.id)
+            if previous is None or previous[1].ts <= sample.ts:
+                newest[entry.id] = item
+        if time.monotonic() >= self._flush_due:
+            await self.flush_latest()
         try:
-            keys: list[str] = []
-            args: list[str] = []  # one "epoch|iso ts|seq|values json" per device: fewer args to encode
-            seen: dict[str, float] = {}
-            mono = time.monotonic()
-            for device_id, (_entry, sample) in latest.items():
-                ts = sample.ts.timestamp()
-                seen[str(device_id)] = ts
-                # The merge runs in Redis (cjson): at most once a second per device and group of fields.
-                group = (device_id, tuple(sample.values))
-                if mono - self._pushed.get(group, -1e9) < self._latest_every_s:
-                    continue
-                self._pushed[group] = mono
-                keys.append(latest_key(device_id))
-                args.append(f"{ts!r}|{sample.ts.isoformat()}|{sample.seq}|{json.dumps(sample.values)}")
-            pipe = self._redis.pipeline(transaction=False)
-            if keys:
-                pipe.eval(_SET_LATEST_LUA, len(keys), *keys, *args)
-            pipe.zadd(LAST_SEEN_KEY, seen, gt=True)
-            await pipe.execute()
-            by_org: dict[uuid.UUID, list[tuple[DeviceEntry, Telemetry]]] = {}
-            for entry, sample in latest.values():
+            by_org: dict[uuid.UUID, list[Sample]] = {}
+            for entry, sample in newest.values():
                 by_org.setdefault(entry.org_id, []).append((entry, sample))
-            for org_id, samples in by_org.items():
+            for org_id, org_samples in by_org.items():
                 if await self._stream.listening(org_id):
                     await self._stream.publish(
                         org_id,
@@ -128,19 +138,16 @@ class PresenceService:
                                     "ts": t.ts.isoformat(),
                                     "values": t.values,
                                 }
-                                for e, t in samples
+                                for e, t in org_samples
                             ],
                         },
                     )
-            self._redis_failing = False
         except Exception as err:  # Redis is a cache here: never hold ingest for it
-            if not self._redis_failing:
-                log.warning("cannot update latest values in redis: %r", err)
-                self._redis_failing = True
+            self._redis_trouble(err)
         now = time.time()
         waking = [
             (entry, sample)
-            for device_id, (entry, sample) in latest.items()
+            for device_id, (entry, sample) in newest.items()
             if self._status.get(device_id, "offline") == DeviceStatus.OFFLINE
             and now - sample.ts.timestamp() < self._stale_after_s
         ]
@@ -148,17 +155,69 @@ class PresenceService:
             # PostgreSQL transactions off the hot path: ingest never waits for presence bookkeeping.
             for entry, _ in waking:
                 self._status[entry.id] = DeviceStatus.ONLINE.value
+                self._waking.add(entry.id)
             task = asyncio.create_task(self._wake(waking))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
+    async def flush_latest(self) -> None:
+        """Write the merged latest values and last-seen times to Redis (one pipeline)."""
+        pending, self._pending = self._pending, {}
+        self._flush_due = time.monotonic() + self._latest_every_s
+        if not pending:
+            return
+        keys: list[str] = []
+        args: list[str] = []
+        seen: dict[str, float] = {}
+        fields = self._group_fields
+        for (device_id, names), (_entry, sample) in pending.items():
+            ts = sample.ts.timestamp()
+            member = str(device_id)
+            if seen.get(member, -1.0) < ts:
+                seen[member] = ts
+            field = fields.get(names)
+            if field is None:
+                field = fields[names] = group_field(names)
+            keys.append(latest_key(device_id))
+            args += (field, f"{ts!r}|{sample.ts.isoformat()}|{sample.seq}|{json.dumps(sample.values)}")
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for i in range(0, len(keys), LATEST_CHUNK):
+                chunk = keys[i : i + LATEST_CHUNK]
+                pipe.eval(_SET_LATEST_LUA, len(chunk), *chunk, *args[2 * i : 2 * (i + LATEST_CHUNK)])
+            pipe.zadd(LAST_SEEN_KEY, seen, gt=True)
+            await pipe.execute()
+            if self._redis_failing:
+                log.info("latest values reach redis again")
+            self._redis_failing = False
+        except Exception as err:  # a cache: the next samples refill it
+            self._redis_trouble(err)
+
+    async def run_latest_flusher(self) -> None:
+        """Flush what the hot path left pending when telemetry stops arriving."""
+        while True:
+            await asyncio.sleep(max(self._latest_every_s, 0.05))
+            if self._pending and time.monotonic() >= self._flush_due:
+                await self.flush_latest()
+
+    def _redis_trouble(self, err: Exception) -> None:
+        if not self._redis_failing:
+            log.warning("cannot update latest values in redis: %r", err)
+            self._redis_failing = True
+
     async def _wake(self, waking: list[tuple[DeviceEntry, Telemetry]]) -> None:
-        for entry, sample in waking:
-            try:
-                await self.set_status(entry, DeviceStatus.ONLINE, "telemetry received", sample.ts)
-            except Exception as err:
-                self._status.pop(entry.id, None)  # retried with the next sample
-                log.warning("cannot mark %s online: %r", entry.id, err)
+        try:
+            for entry, sample in waking:
+                try:
+                    await self.set_status(entry, DeviceStatus.ONLINE, "telemetry received", sample.ts)
+                except Exception as err:
+                    self._status.pop(entry.id, None)  # retried with the next sample
+                    log.warning("cannot mark %s online: %r", entry.id, err)
+                finally:
+                    self._waking.discard(entry.id)
+        finally:
+            for entry, _ in waking:  # cancelled: let the next sample try again
+                self._waking.discard(entry.id)
 
     # --- state topic ---------------------------------------------------------------------------
     async def apply_state(self, entry: DeviceEntry, state: State) -> None:

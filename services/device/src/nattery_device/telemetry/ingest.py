@@ -8,7 +8,6 @@ messages are counted, kept for inspection and acknowledged; they never stop the 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,9 +30,9 @@ Sample = tuple[DeviceEntry, Telemetry]
 
 
 class TelemetrySink(Protocol):
-    """Where the latest sample per device goes besides InfluxDB (presence, live stream)."""
+    """Where samples go besides InfluxDB (presence: latest values, last seen; live stream)."""
 
-    async def record_telemetry(self, latest: dict[uuid.UUID, Sample], /) -> None: ...
+    async def record_telemetry(self, samples: Sequence[Sample], /) -> None: ...
 
 
 class TelemetryIngest:
@@ -70,7 +69,7 @@ class TelemetryIngest:
         stored: list[Delivery] = []
         rejections: list[Rejection] = []
         rejected_deliveries: list[Delivery] = []
-        latest: dict[uuid.UUID, Sample] = {}
+        samples: list[Sample] = []
         validate = Telemetry.model_validate_json
         for delivery in batch:
             parts = delivery.topic.split("/")
@@ -91,17 +90,15 @@ class TelemetryIngest:
                 continue
             lines.append(telemetry_line_fast(entry.line_prefix, delivery.payload, sample))
             stored.append(delivery)
-            previous = latest.get(entry.id)
-            if previous is None or previous[1].ts <= sample.ts:
-                latest[entry.id] = (entry, sample)
+            samples.append((entry, sample))
         if rejections:
             MESSAGES.labels("rejected").inc(len(rejections))
             await self._rejected.keep(rejections)
             self._subscriber.ack(rejected_deliveries)
         if stored:
             MESSAGES.labels("accepted").inc(len(stored))
-            if self._sink is not None and latest:
-                await self._sink.record_telemetry(latest)
+            if self._sink is not None:
+                await self._sink.record_telemetry(samples)
             await self._writer.add(lines, stored)
 
     def _unroutable(self, delivery: Delivery, parts: list[str]) -> Rejection:

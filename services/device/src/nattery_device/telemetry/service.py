@@ -71,13 +71,29 @@ async def _devices(
 
 
 def _latest(device_id: uuid.UUID, site_id: uuid.UUID, raw: dict[Any, Any]) -> Latest:
+    """Merge the device's groups of fields (presence/service.py): the newest value of each field wins,
+    ``ts`` and ``seq`` are those of the newest sample."""
     get = {k.decode(): v.decode() for k, v in raw.items()}
+    groups: list[tuple[float, str, int, str]] = []
+    for key, record in get.items():
+        if key.startswith("g:"):
+            epoch, group_ts, group_seq, values_json = record.split("|", 3)
+            groups.append((float(epoch), group_ts, int(group_seq), values_json))
+    if "values" in get and "ts" in get:  # written before the group layout: one merged object
+        groups.append((float(get.get("ts_epoch", "-inf")), get["ts"], int(get.get("seq", 0)), get["values"]))
+    groups.sort(key=lambda g: g[0])
+    values: dict[str, float] = {}
+    ts: str | None = None
+    seq: int | None = None
+    for _epoch, group_ts, group_seq, values_json in groups:
+        values.update(json.loads(values_json))
+        ts, seq = group_ts, group_seq
     return Latest(
         device_id=device_id,
         site_id=site_id,
-        ts=get.get("ts"),
-        seq=int(get["seq"]) if "seq" in get else None,
-        values=json.loads(get["values"]) if "values" in get else {},
+        ts=ts,
+        seq=seq,
+        values=values,
         status=get.get("status"),
         status_at=get.get("status_at"),
     )
