@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -38,6 +39,7 @@ from nattery_shared.app import create_app as create_service_app
 from nattery_shared.resources import open_resources
 
 SCHEMA = "device"
+GC_THRESHOLDS = (10_000, 20, 50)  # Python's defaults: (700, 10, 10)
 log = logging.getLogger(__name__)
 
 
@@ -159,6 +161,15 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                 spawn("telemetry-ingest", ingest.run())
                 spawn("control-ingest", control.run())
 
+            # Garbage collection on the ingest path: every message allocates a few tracked objects
+            # (delivery tuple, model, values dict), so the default gen0 threshold (700) ran a
+            # collection every ~100 messages, each scanning what survives. Objects alive after startup
+            # (modules, models, pools) are frozen out of the scans and collections run less often;
+            # reference counting still frees everything at once, only cycles wait longer.
+            gc_thresholds = gc.get_threshold()
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
             try:
                 yield {
                     **res.as_state(),
@@ -178,6 +189,8 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     await writer.drain(timeout_s=5.0)  # store and ack what we hold; the rest is redelivered
                 with contextlib.suppress(Exception):
                     await within(presence.flush_latest(), 2.0)
+                gc.unfreeze()
+                gc.set_threshold(*gc_thresholds)
                 for task in tasks:
                     task.cancel()
                 stuck: set[asyncio.Task[Any]] = set()

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from nattery_device.mqtt import wire
 from nattery_shared.aio import within
@@ -32,8 +32,7 @@ from nattery_shared.settings import MqttSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):  # a tuple: created per message, ~3x cheaper than a frozen dataclass
     generation: int
     mid: int
     topic: str
@@ -197,21 +196,19 @@ class AckingSubscriber:
                 if not chunk:
                     raise EOFError("broker closed the connection")
                 buf += chunk
-            packets, used = wire.split(buf)
+            publishes, others, used = wire.split_publishes(buf)
             del buf[:used]
-            arrived = 0
-            for kind, flags, body in packets:
-                if kind == wire.PUBLISH:
-                    topic, mid, payload = wire.decode_publish(flags, body)
-                    self._queue.append(Delivery(generation, mid, topic, payload))
-                    arrived += 1
-                elif kind == wire.SUBACK:
+            if publishes:
+                self._queue.extend(
+                    [Delivery(generation, mid, topic, payload) for topic, mid, payload in publishes]
+                )
+                self._wakeup.set()
+            for kind, _flags, body in others:
+                if kind == wire.SUBACK:
                     if any(code >= 0x80 for code in body[3:]):
                         raise ConnectRefused(f"subscription refused: {body[3:].hex()}")
                 elif kind == wire.DISCONNECT:
                     raise EOFError(f"broker sent DISCONNECT ({body[:1].hex() or '00'})")
-            if arrived:
-                self._wakeup.set()
 
     # --- consumer side --------------------------------------------------------------------------
     async def next_batch(self, max_messages: int) -> list[Delivery]:

@@ -99,6 +99,50 @@ def split(buf: bytearray, limit: int | None = None) -> tuple[list[Packet], int]:
     return packets, pos
 
 
+Publish = tuple[str, int, bytes]  # topic, packet id (0 for QoS 0), payload
+
+
+def split_publishes(buf: bytearray) -> tuple[list[Publish], list[Packet], int]:
+    """Like :func:`split`, decoding PUBLISH packets on the way (the ingest hot path, one pass and one
+    copy of the buffer instead of three per message): (publishes, other packets, bytes used)."""
+    data = bytes(buf)
+    publishes: list[Publish] = []
+    others: list[Packet] = []
+    append = publishes.append
+    pos, size = 0, len(data)
+    while pos + 2 <= size:
+        header = data[pos]
+        length = data[pos + 1]
+        if length < 0x80:
+            start = pos + 2
+        else:
+            try:
+                length, start = _read_varint(data, pos + 1)
+            except IndexError:
+                break
+        end = start + length
+        if end > size:
+            break
+        if header >> 4 == PUBLISH:
+            at = start + 2 + ((data[start] << 8) | data[start + 1])
+            topic = data[start + 2 : at].decode()
+            mid = 0
+            if header & 0x06:
+                mid = (data[at] << 8) | data[at + 1]
+                at += 2
+            props = data[at]
+            if props < 0x80:
+                at += 1 + props
+            else:
+                props, at = _read_varint(data, at)
+                at += props
+            append((topic, mid, data[at:end]))
+        else:
+            others.append((header >> 4, header & 0x0F, data[start:end]))
+        pos = end
+    return publishes, others, pos
+
+
 def decode_publish(flags: int, body: bytes) -> tuple[str, int, bytes]:
     """(topic, packet id or 0 for QoS 0, payload) of an MQTT 5 PUBLISH."""
     topic_len = int.from_bytes(body[0:2], "big")
