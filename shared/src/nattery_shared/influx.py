@@ -9,6 +9,7 @@ point never conflicts with the shard's field type.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -95,6 +96,31 @@ def _parse_results(payload: dict[str, Any]) -> list[list[Series]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class RawSeries:
+    """A series as InfluxDB sent it: ``values`` are rows in ``columns`` order, ``time`` in epoch ms.
+    For large results (no dict and datetime per row, see :meth:`InfluxClient.query_raw`)."""
+
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+
+def _raw_results(payload: dict[str, Any]) -> list[list[RawSeries]]:
+    out: list[list[RawSeries]] = []
+    for result in payload.get("results", []):
+        if "error" in result:
+            raise InfluxError(result["error"])
+        out.append(
+            [
+                RawSeries(raw["name"], raw.get("tags", {}) or {}, raw["columns"], raw.get("values", []))
+                for raw in result.get("series", [])
+            ]
+        )
+    return out
+
+
 def _retryable(err: BaseException) -> bool:
     return isinstance(err, InfluxUnavailable)
 
@@ -162,8 +188,16 @@ class InfluxClient:
         return (await self.query_many(q, params=params))[0] if q else []
 
     async def query_many(self, q: str, *, params: Mapping[str, Any] | None = None) -> list[list[Series]]:
-        import json
+        results = _parse_results(await self._get_query(q, params))
+        return results or [[]]
 
+    async def query_raw(self, q: str, *, params: Mapping[str, Any] | None = None) -> list[RawSeries]:
+        """Like :meth:`query` (one statement), rows left as lists and ``time`` as epoch ms: about half
+        the Python work for thousands of rows (a day of one-minute history)."""
+        results = _raw_results(await self._get_query(q, params))
+        return results[0] if results else []
+
+    async def _get_query(self, q: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         data: dict[str, str] = {"db": self.database, "q": q, "epoch": "ms"}
         if params:
             data["params"] = json.dumps(dict(params))
@@ -175,8 +209,8 @@ class InfluxClient:
             raise InfluxUnavailable(f"query answered {response.status_code}")
         if response.status_code != 200:
             raise InfluxError(f"query answered {response.status_code}: {response.text[:500]}")
-        results = _parse_results(response.json())
-        return results or [[]]
+        payload: dict[str, Any] = response.json()
+        return payload
 
     async def admin(self, q: str) -> None:
         """CREATE DATABASE / RETENTION POLICY etc. (POST /query; v1 servers only)."""
