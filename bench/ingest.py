@@ -11,7 +11,9 @@ PostgreSQL (``nattery_test``, bench sites removed afterwards) and device-service
 * ``device.ingest_msgs_per_s``: the highest offered rate (steps, ``--rates``) that one device-service
   process keeps up with: over a step (``--step-s``), everything published is stored at >= 95 % of the
   offered rate (time until the last point is stored, less ~1.5 s of pipeline latency). Also reported
-  per step: throughput, write rate during the step, drain time, probe latencies, the service's CPU.
+  per step: throughput, write rate during the step, drain time, probe latencies, the service's CPU, the
+  CPU split over influxd / mosquitto / redis-server / device-service / this process (generator and
+  probes) / the whole machine, and the load average and pytest runs at the step's start.
 * ``device.ingest_p99_s``: publish -> queryable in InfluxDB, at that rate: probe samples (one every
   0.25 s, their own device) published with ts = now and polled for in InfluxDB every 50 ms.
 * ``device.history_query_p99_ms``: GET /devices/{id}/history for one day of 5-second data (17,280
@@ -168,8 +170,7 @@ class DeviceService:
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -181,6 +182,63 @@ class DeviceService:
         mqtt = MqttSettings(port=MQTT_PORT, username="device-service", password=SecretStr("nattery-dev"))
         for suffix in ("telemetry", "control"):
             forget_session(mqtt, f"{self.client_id}-{suffix}")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_of(pidfile: str | None, name: str) -> int | None:
+    path = REPO / pidfile if pidfile else None
+    if path is not None and path.exists():
+        with contextlib.suppress(ValueError):
+            return int(path.read_text().split()[0])
+    found = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if found else None
+
+
+class CpuSplit:
+    """Where the machine's CPU went during a step: the servers on the data path, the service, this
+    process (load generator + probes), everything else; percent of one core. The machine has
+    ``os.cpu_count()`` cores, so the ceiling is 100 x that."""
+
+    def __init__(self, service: DeviceService) -> None:
+        assert service.proc is not None
+        self.pids = {
+            "influxd": _pid_of("var/influxdb/influxd.pid", "influxd"),
+            "mosquitto": _pid_of("var/mosquitto/mosquitto.pid", "mosquitto"),
+            "redis": _pid_of(None, "redis-server"),
+            "device_service": service.proc.pid,
+            "loadgen_and_probes": os.getpid(),
+        }
+        self.before = self._sample()
+
+    def _sample(self) -> tuple[float, dict[str, float], float]:
+        stat = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        busy = sum(int(v) for i, v in enumerate(stat[:8]) if i not in (3, 4)) / os.sysconf("SC_CLK_TCK")
+        procs = {name: process_cpu_s(pid) if pid else 0.0 for name, pid in self.pids.items()}
+        return time.monotonic(), procs, busy
+
+    def result(self) -> dict[str, int]:
+        t0, procs0, busy0 = self.before
+        t1, procs1, busy1 = self._sample()
+        elapsed = max(1e-9, t1 - t0)
+        out = {name: round(100 * (procs1[name] - procs0[name]) / elapsed) for name in self.pids}
+        out["machine_busy"] = round(100 * (busy1 - busy0) / elapsed)
+        out["other"] = out["machine_busy"] - sum(v for k, v in out.items() if k != "machine_busy")
+        return out
+
+
+def machine_load() -> str:
+    """Load average and other test runs at this moment (a benchmark figure is only as good as this)."""
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    others = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
+    return f"load {load}; pytest processes running: {len(others)}"
 
 
 # --- ceilings ---------------------------------------------------------------------------------
@@ -322,6 +380,8 @@ async def ingest_step(
 ) -> dict[str, Any]:
     before = await service.points_written(http)
     cpu_before = service.cpu_seconds()
+    split = CpuSplit(service)
+    load_at_start = machine_load()
     stop = asyncio.Event()
     probes = asyncio.create_task(probe_latencies(stop, http, probe_device))
     started = time.monotonic()
@@ -329,6 +389,7 @@ async def ingest_step(
     publish_s = time.monotonic() - started
     written_during = await service.points_written(http) - before
     cpu = service.cpu_seconds() - cpu_before
+    cpu_split = split.result()
     drained_at = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -349,6 +410,8 @@ async def ingest_step(
         "p99_s": round(sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)], 3) if latencies else None,
         "probes": len(latencies),
         "service_cpu_pct": round(100 * cpu / publish_s),
+        "cpu_pct_of_one_core": cpu_split,
+        "machine": load_at_start,
     }
     # Throughput over the step: everything published, over the time until it was all stored, less the
     # pipeline's own latency (flush interval + a write, ~1.5 s), which is latency, not a backlog.
