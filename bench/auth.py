@@ -25,7 +25,7 @@ from asgi_lifespan import LifespanManager
 
 from nattery_shared import migrations
 from nattery_shared.auth import JwksCache, Principal, Role, TokenVerifier
-from nattery_shared.testing import TEST_PG_DSN, TestIssuer, test_settings_kwargs
+from nattery_shared.testing import TEST_PG_DSN, TestIssuer, lock_test_servers, test_settings_kwargs
 
 DISTINCT_TOKENS = 2000
 VERIFY_SECONDS = 3.0
@@ -125,6 +125,7 @@ async def bench_login() -> None:
 
 async def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    lock_test_servers("bench/auth.py")  # uses the nattery_test users schema
     await bench_verify()
     await bench_login()
 

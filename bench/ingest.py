@@ -58,7 +58,13 @@ from loadgen import FIELDS, LoadGenerator, payload, site_slug, values_json  # no
 from nattery_device.mqtt.subscriber import forget_session  # noqa: E402
 from nattery_shared import migrations  # noqa: E402
 from nattery_shared.settings import MqttSettings  # noqa: E402
-from nattery_shared.testing import TEST_PG_DSN, TestIssuer, free_port, test_env  # noqa: E402
+from nattery_shared.testing import (  # noqa: E402
+    TEST_PG_DSN,
+    TestIssuer,
+    free_port,
+    lock_test_servers,
+    test_env,
+)
 
 INFLUX = "http://127.0.0.1:8086"
 DB = "nattery_bench"
@@ -491,6 +497,7 @@ async def main() -> None:
     parser.add_argument("--skip-ceilings", action="store_true")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
+    lock_test_servers("bench/ingest.py")  # a pytest session starting now would wipe our sites
 
     issuer = TestIssuer()
     org_id = uuid.uuid4()

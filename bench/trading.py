@@ -206,6 +206,9 @@ def bench_fleet(n: int = 10_000, per_message: int = 20) -> None:
 def main() -> None:
     """``--quick``: skip the year-long back-test; ``--only NAME``: solve, capture or fleet."""
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    from nattery_shared.testing import lock_test_servers
+
+    lock_test_servers("bench/trading.py")  # the fleet step uses the nattery_test vhost
     if only in (None, "solve"):
         bench_solve()
     if only == "capture" or (only is None and "--quick" not in sys.argv):

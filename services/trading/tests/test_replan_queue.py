@@ -153,9 +153,7 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
     )
     repo = Repository(pool)
     org, market, region = uuid.uuid4(), "test-market", f"R{uuid.uuid4().hex[:8]}"
-    sites = [await add_site(org, market=market, region=region) for _ in range(3)]
     collector = Collector(bus, ["schedule.published"])
-    collector.sites = {str(s) for s in sites}
     await collector.start()
 
     # a second competing consumer, as `nattery-trading fleet-worker` runs it
@@ -189,6 +187,10 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
                         "x-dead-letter-routing-key": queue_name,
                     },
                 )
+            # Sites are added once the app is up: its start-up periodic re-plan has then already
+            # looked for due sites, so every job below comes from the prices event.
+            sites = [await add_site(org, market=market, region=region) for _ in range(3)]
+            collector.sites = {str(s) for s in sites}
             start = now_hour()
             points = [
                 PricePoint(

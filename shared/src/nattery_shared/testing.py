@@ -8,14 +8,19 @@ Mosquitto (port 1884). ``make test`` starts whatever is not running before pytes
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import socket
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -42,6 +47,29 @@ TEST_INFLUX_DB = "nattery_test"
 TEST_MQTT_PORT = 1884
 AUDIENCE = "nattery"
 ISSUER = "nattery-user"
+
+
+# One machine-wide lock for everything that resets or fills the shared test servers (the
+# ``nattery_test`` database and vhost, Redis db 15): a second ``make test`` or a benchmark started
+# meanwhile waits instead of wiping the first one's schemas mid-run.
+TEST_SERVERS_LOCK = Path(tempfile.gettempdir()) / "nattery_test.lock"
+
+
+def lock_test_servers(what: str) -> int:
+    """Take the test-servers lock (waiting, with a message, while another run holds it).
+
+    Returns the open file descriptor; the lock lasts until it is closed or the process ends.
+    """
+    fd = os.open(TEST_SERVERS_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+        print(f"{what}: waiting for {holder} to finish with the test servers", file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{what} (pid {os.getpid()})".encode(), 0)
+    return fd
 
 
 def free_port() -> int:
