@@ -171,11 +171,18 @@ check_port_owner() { # port pidfile what
       if [[ "$cmdline" =~ /var/(mosquitto|influxdb|nginx) ]]; then
         log "stopping a $3 this checkout does not track (pid $pid: $cmdline)"
         kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-          port_open "$1" || return 0
+        # Wait for the process, not just the port: influxd closes its listener first and deletes its
+        # pid file last, and an orphan of this checkout has the same pid file path as the one we start.
+        for ((i = 0; i < 200; i++)); do
+          kill -0 "$pid" 2>/dev/null || break
           sleep 0.1
         done
+        kill -9 "$pid" 2>/dev/null || true
       fi
+    done
+    for ((i = 0; i < 50; i++)); do
+      port_open "$1" || return 0
+      sleep 0.1
     done
     die "127.0.0.1:$1 is in use by another program, not the project's $3 (pid file $2)"
   fi
