@@ -166,7 +166,7 @@ check_port_owner() { # port pidfile what
   local pid cmdline i
   if port_open "$1" && ! pid_alive "$2"; then
     for pid in $(listener_pids "$1"); do
-      cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+      cmdline="$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null || true)" # a worker may be gone
       # Another checkout's instance, or an orphan of this one whose var/ was deleted (no pid file).
       if [[ "$cmdline" =~ /var/(mosquitto|influxdb|nginx) ]]; then
         log "stopping a $3 this checkout does not track (pid $pid: $cmdline)"
