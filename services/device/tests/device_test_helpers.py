@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,9 @@ from nattery_shared.testing import (
     TEST_MQTT_PORT,
     TestIssuer,
     test_settings_kwargs,
+)
+from nattery_shared.testing import (
+    eventually as eventually,  # re-exported: the device tests import it from here
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -177,20 +179,6 @@ def telemetry(seq: int, ts: datetime | None = None, **values: float) -> dict[str
         "seq": seq,
         "values": values or {"battery_soc_pct": 50.0, "battery_power_w": -1200.0},
     }
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.1) -> Any:
-    """Await ``check()`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s (last: {last!r})")
 
 
 async def influx_count(device_id: str, field: str = "battery_soc_pct", measurement: str = "inverter") -> int:

@@ -26,7 +26,7 @@ from nattery_shared.contracts.events import (
     make_event,
 )
 from nattery_shared.rabbit import EventBus, QueueSpec
-from nattery_shared.testing import TEST_RABBIT_URL, TestIssuer, test_settings_kwargs
+from nattery_shared.testing import TEST_RABBIT_URL, TestIssuer, bearer, eventually, test_settings_kwargs
 from nattery_trading.app import SCHEMA, build_planning, create_app
 from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key
 from nattery_trading.planning.repository import Repository
@@ -48,21 +48,6 @@ BATTERY = {
     "import_limit_kw": None,
     "export_limit_kw": None,
 }
-
-
-def auth(issuer: TestIssuer, org: uuid.UUID, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issuer.token(role=role, org=org)}"}
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        got = await fn()
-        if got:
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 def now_hour() -> datetime:
@@ -372,7 +357,7 @@ async def test_drift_from_plan_enqueues_a_replan(
     """The service's own worker runs the job the drift enqueued (default queue)."""
     org = uuid.uuid4()
     site = await add_site(org)
-    operator, viewer = auth(test_issuer, org, "operator"), auth(test_issuer, org, "viewer")
+    operator, viewer = bearer(test_issuer, org, "operator"), bearer(test_issuer, org, "viewer")
     # the app's start-up periodic tick may have enqueued this new (schedule-less) site: mark that job
     # done so it cannot land a version between the reports below
     async with pool.connection() as c:
@@ -435,7 +420,7 @@ async def test_baseline_forecast_from_recorded_actuals(
 ) -> None:
     org = uuid.uuid4()
     site = await add_site(org)
-    operator, viewer = auth(test_issuer, org, "operator"), auth(test_issuer, org, "viewer")
+    operator, viewer = bearer(test_issuer, org, "operator"), bearer(test_issuer, org, "viewer")
 
     # no history at all: flat load, no PV, and the schedule says so
     r = await client.post(f"/sites/{site}/plan", headers=operator)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,25 +20,10 @@ from nattery_shared.contracts.events import (
     make_event,
 )
 from nattery_shared.rabbit import EventBus, QueueSpec
-from nattery_shared.testing import TestIssuer
+from nattery_shared.testing import TestIssuer, bearer, eventually
 from nattery_trading.settings import TradingSettings
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def auth(issuer: TestIssuer, org: uuid.UUID, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issuer.token(role=role, org=org)}"}
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout_s: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        got = await fn()
-        if got:
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 async def test_site_planning_flow(
@@ -48,7 +33,7 @@ async def test_site_planning_flow(
     make_device_registered: Callable[..., CloudEvent[Any]],
 ) -> None:
     org, site = uuid.uuid4(), uuid.uuid4()
-    admin, operator, viewer = (auth(test_issuer, org, r) for r in ("admin", "operator", "viewer"))
+    admin, operator, viewer = (bearer(test_issuer, org, r) for r in ("admin", "operator", "viewer"))
     market, region = "test-market", f"R{uuid.uuid4().hex[:8]}"
     battery = {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5}
 
@@ -125,7 +110,7 @@ async def test_site_planning_flow(
     assert ev.data.version == first["version"] and ev.data.valid_until <= now + timedelta(hours=3)
 
     # other orgs see nothing
-    other = auth(test_issuer, uuid.uuid4(), "admin")
+    other = bearer(test_issuer, uuid.uuid4(), "admin")
     assert (await client.get(f"/sites/{site}/schedule", headers=other)).status_code == 404
 
     # emergency stop: hold until released
@@ -212,7 +197,7 @@ async def test_preview_plans_without_saving(client: httpx.AsyncClient, test_issu
         "battery": {"capacity_kwh": 5, "max_charge_kw": 0, "max_discharge_kw": 3},
         "strategy": {"reserve_soc_pct": 80},
     }
-    r = await client.post("/optimiser/plan", headers=auth(test_issuer, uuid.uuid4(), "viewer"), json=body)
+    r = await client.post("/optimiser/plan", headers=bearer(test_issuer, uuid.uuid4(), "viewer"), json=body)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["status"] == "Optimal" and len(out["reasons"]) == 8

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ from nattery_shared import db, migrations
 from nattery_shared.contracts.events import CloudEvent
 from nattery_shared.errors import NotFound
 from nattery_shared.rabbit import EventBus
-from nattery_shared.testing import TEST_PG_DSN, TEST_RABBIT_URL, TestIssuer, test_settings_kwargs
+from nattery_shared.testing import (
+    TEST_PG_DSN,
+    TEST_RABBIT_URL,
+    TestIssuer,
+    bearer,
+    eventually,
+    test_settings_kwargs,
+)
 from nattery_trading.app import SCHEMA, create_app
 from nattery_trading.planning.repository import Repository
 from nattery_trading.planning.service import PlanningService
@@ -37,21 +44,6 @@ pytestmark = pytest.mark.timeout(120)
 BATTERY = {"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5}
 MIGRATIONS = Path(__file__).resolve().parents[1] / "src" / "nattery_trading" / "migrations"
 MakeEvent = Callable[..., CloudEvent[Any]]
-
-
-def auth(issuer: TestIssuer, org: uuid.UUID, role: str = "admin") -> dict[str, str]:
-    return {"Authorization": f"Bearer {issuer.token(role=role, org=org)}"}
-
-
-async def eventually(fn: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        got = await fn()
-        if got:
-            return got
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
@@ -129,7 +121,7 @@ async def test_device_registered_through_the_broker(
     org_a, org_b, site = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
     # unknown to trading until device-service registers a device on it
-    r = await client.put(f"/sites/{site}/battery", headers=auth(test_issuer, org_a), json=BATTERY)
+    r = await client.put(f"/sites/{site}/battery", headers=bearer(test_issuer, org_a), json=BATTERY)
     assert r.status_code == 404, r.text
     first = make_device_registered(org_a, site)
     await bus.publish(first)  # through nattery.events, routing key device.registered
@@ -145,7 +137,7 @@ async def test_device_registered_through_the_broker(
         return ok + await metric(client, "nattery_amqp_messages_total", queue=queue, outcome="duplicate") >= 1
 
     await eventually(handled_here)
-    r = await client.put(f"/sites/{site}/battery", headers=auth(test_issuer, org_a), json=BATTERY)
+    r = await client.put(f"/sites/{site}/battery", headers=bearer(test_issuer, org_a), json=BATTERY)
     assert r.status_code == 200, r.text
 
     # the same event delivered twice (here straight into the queue: these ids reach no other queue)
@@ -185,7 +177,7 @@ async def test_device_registered_through_the_broker(
 
     await eventually(conflict_counted)
     assert await registry.org_of(site) == org_a
-    r = await client.put(f"/sites/{site}/battery", headers=auth(test_issuer, org_b), json=BATTERY)
+    r = await client.put(f"/sites/{site}/battery", headers=bearer(test_issuer, org_b), json=BATTERY)
     assert r.status_code == 404, r.text
 
     # malformed: not JSON; and a device.registered whose data lacks org_id → the DLQ at once, counted
@@ -271,12 +263,12 @@ async def test_corrected_backfill_locks_the_claimant_out(
     await repo.set_site_tariff(site, "import", tariff["tariff_id"])
     far = datetime.now(UTC) + timedelta(days=3650)
     # the backfill keeps an existing configuration working: served and planned
-    r = await client.get(f"/sites/{site}/strategy", headers=auth(test_issuer, org_b, "viewer"))
+    r = await client.get(f"/sites/{site}/strategy", headers=bearer(test_issuer, org_b, "viewer"))
     assert r.status_code == 200, r.text
     assert site in [s for s, _ in await repo.sites_due(far)] and site in await repo.sites_of_org(org_b)
 
     await SiteRegistryConsumer(SiteRegistry(pool)).on_device_registered(make_device_registered(org_a, site))
-    r = await client.get(f"/sites/{site}/strategy", headers=auth(test_issuer, org_b, "viewer"))
+    r = await client.get(f"/sites/{site}/strategy", headers=bearer(test_issuer, org_b, "viewer"))
     assert r.status_code == 404 and r.json()["error"]["details"] == {"reason": "site_not_registered"}
     assert site not in [s for s, _ in await repo.sites_due(far)] and site not in await repo.sites_of_org(
         org_b
@@ -284,7 +276,7 @@ async def test_corrected_backfill_locks_the_claimant_out(
     with pytest.raises(NotFound):
         await PlanningService(repo, None).plan_site(site, "a job queued for org B's configuration")
     assert await repo.latest_schedule(site) is None
-    r = await client.put(f"/sites/{site}/battery", headers=auth(test_issuer, org_a), json=BATTERY)
+    r = await client.put(f"/sites/{site}/battery", headers=bearer(test_issuer, org_a), json=BATTERY)
     assert r.status_code == 404 and "operator must remove" in r.json()["error"]["message"], r.text
     async with pool.connection() as conn:  # nothing moved between orgs, nothing deleted
         cur = await conn.execute("SELECT org_id FROM sites WHERE site_id = %s", (site,))
@@ -338,7 +330,7 @@ async def test_every_site_route_refuses_another_orgs_site(
     for org in (org_a, org_b):
         r = await client.post(
             "/tariffs",
-            headers=auth(test_issuer, org),
+            headers=bearer(test_issuer, org),
             json={"name": "flat", "direction": "import", "kind": "fixed", "fixed_p_per_kwh": 20},
         )
         assert r.status_code == 201, r.text
@@ -359,7 +351,7 @@ async def test_every_site_route_refuses_another_orgs_site(
 
     for method, path, query, body in site_calls(tariffs[org_a]):
         r = await client.request(
-            method, url(path, site), headers=auth(test_issuer, org_a), params=query, json=body
+            method, url(path, site), headers=bearer(test_issuer, org_a), params=query, json=body
         )
         assert r.is_success, f"org A {method} {path}: {r.status_code} {r.text}"
 
@@ -369,7 +361,7 @@ async def test_every_site_route_refuses_another_orgs_site(
         answers = []
         for target in (site, unknown):
             r = await client.request(
-                method, url(path, target), headers=auth(test_issuer, org_b), params=query, json=body
+                method, url(path, target), headers=bearer(test_issuer, org_b), params=query, json=body
             )
             assert r.status_code == 404, f"org B {method} {path} on {target}: {r.status_code} {r.text}"
             error = r.json()["error"]
@@ -381,7 +373,7 @@ async def test_every_site_route_refuses_another_orgs_site(
     for target in (site, unknown):
         r = await client.post(
             "/emergency-stops",
-            headers=auth(test_issuer, org_b, "operator"),
+            headers=bearer(test_issuer, org_b, "operator"),
             json={"site_id": str(target), "reason": "not mine"},
         )
         assert r.status_code == 404 and r.json()["error"]["details"] == {"reason": "site_not_registered"}
@@ -393,12 +385,12 @@ async def test_every_site_route_refuses_another_orgs_site(
     ) == before
     r = await client.post(
         "/emergency-stops",
-        headers=auth(test_issuer, org_a, "operator"),
+        headers=bearer(test_issuer, org_a, "operator"),
         json={"site_id": str(site), "reason": "mine"},
     )
     assert r.status_code == 201, r.text
     r = await client.delete(
-        f"/emergency-stops/{r.json()['stop_id']}", headers=auth(test_issuer, org_a, "operator")
+        f"/emergency-stops/{r.json()['stop_id']}", headers=bearer(test_issuer, org_a, "operator")
     )
     assert r.status_code == 200, r.text
 

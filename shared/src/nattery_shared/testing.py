@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -258,6 +258,25 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
+    """Await ``check()`` (sync or async) until it returns something truthy; its value is returned."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s}s (last: {last!r})")
+
+
+def bearer(issuer: TestIssuer, org: uuid.UUID, role: str = "admin") -> dict[str, str]:
+    """An Authorization header with a token of ``role`` in ``org``."""
+    return {"Authorization": f"Bearer {issuer.token(role=role, org=org)}"}
 
 
 test_env.__test__ = False  # type: ignore[attr-defined]
