@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from nattery_shared import migrations
 from nattery_shared.contracts.events import CloudEvent, DeviceRegistered, EventType, make_event
+from nattery_shared.db import create_pool, open_pool
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TEST_PG_DSN, TestIssuer, test_settings_kwargs
 from nattery_trading.app import SCHEMA, create_app
@@ -105,3 +106,11 @@ def register_site() -> RegisterSite:
 @pytest.fixture
 def make_device_registered() -> Callable[..., CloudEvent[Any]]:
     return device_registered
+
+
+@pytest.fixture
+async def pool(migrated: None, settings: TradingSettings) -> AsyncIterator[Any]:
+    p = create_pool(settings.postgres, schema=SCHEMA, name="trading-tests")
+    await open_pool(p)
+    yield p
+    await p.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,6 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from nattery_shared import db
 from nattery_shared.contracts.events import (
     CloudEvent,
     EventType,
@@ -27,7 +26,7 @@ from nattery_shared.contracts.events import (
 )
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_shared.testing import TEST_RABBIT_URL, TestIssuer, bearer, eventually, test_settings_kwargs
-from nattery_trading.app import SCHEMA, build_planning, create_app
+from nattery_trading.app import build_planning, create_app
 from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key
 from nattery_trading.planning.repository import Repository
 from nattery_trading.planning.service import PlanningService
@@ -108,14 +107,6 @@ class Collector:
 
     def of(self, type_: str, site: uuid.UUID | None = None) -> list[CloudEvent[Any]]:
         return [e for e in self.events if e.type == type_ and (site is None or e.subject == str(site))]
-
-
-@pytest.fixture
-async def pool(migrated: None, settings: TradingSettings) -> AsyncIterator[Any]:
-    p = db.create_pool(settings.postgres, schema=SCHEMA, name="trading-tests")
-    await db.open_pool(p)
-    yield p
-    await p.close()
 
 
 async def drop_queue(name: str) -> None:

@@ -20,7 +20,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from nattery_shared import db, migrations
+from nattery_shared import migrations
 from nattery_shared.contracts.events import CloudEvent
 from nattery_shared.errors import NotFound
 from nattery_shared.rabbit import EventBus
@@ -32,7 +32,7 @@ from nattery_shared.testing import (
     eventually,
     test_settings_kwargs,
 )
-from nattery_trading.app import SCHEMA, create_app
+from nattery_trading.app import create_app
 from nattery_trading.planning.repository import Repository
 from nattery_trading.planning.service import PlanningService
 from nattery_trading.settings import TradingSection, TradingSettings
@@ -54,14 +54,6 @@ async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
-
-
-@pytest.fixture
-async def pool(migrated: None, settings: TradingSettings) -> AsyncIterator[Any]:
-    p = db.create_pool(settings.postgres, schema=SCHEMA, name="trading-tests")
-    await db.open_pool(p)
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ validated UUIDs, field names match ``[a-z][a-z0-9_]*`` and times are integer nan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,22 +140,25 @@ def _from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-async def _query_raw(influx: InfluxClient, q: str) -> list[RawSeries]:
+@contextlib.contextmanager
+def _influx_errors() -> Iterator[None]:
+    """InfluxDB failures as API errors: down -> 503, a refused statement -> 400."""
     try:
-        return await influx.query_raw(q)
+        yield
     except InfluxUnavailable as err:
         raise DependencyUnavailable("influxdb is unavailable") from err
     except InfluxError as err:
         raise BadRequest(f"query refused: {err}") from err
+
+
+async def _query_raw(influx: InfluxClient, q: str) -> list[RawSeries]:
+    with _influx_errors():
+        return await influx.query_raw(q)
 
 
 async def _query(influx: InfluxClient, q: str) -> list[Any]:
-    try:
+    with _influx_errors():
         return await influx.query(q)
-    except InfluxUnavailable as err:
-        raise DependencyUnavailable("influxdb is unavailable") from err
-    except InfluxError as err:
-        raise BadRequest(f"query refused: {err}") from err
 
 
 async def history(
