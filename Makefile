@@ -27,7 +27,7 @@ run: install infra ## Run everything: migrations, the five services, the gateway
 
 .PHONY: test
 test: install infra ## Run the whole test suite against real servers
-	uv run pytest
+	NATTERY_TEST_STRICT=1 uv run pytest
 
 .PHONY: bench
 bench: $(BENCHES) ## Run the benchmarks bench-{bridge,ingest,auth,trading} (bench/*.py; not in `make test`)

@@ -18,7 +18,7 @@ import redis
 from nattery_shared import migrations
 from nattery_shared.testing import TEST_PG_DSN, TEST_REDIS_URL, lock_test_servers
 
-pytest_plugins = ["nattery_shared.testing"]
+pytest_plugins = ["nattery_shared.testing", "pytester"]
 
 ROOT = Path(__file__).parent
 # service -> its PostgreSQL schema

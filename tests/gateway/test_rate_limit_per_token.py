@@ -5,6 +5,8 @@ import asyncio
 
 import httpx
 
+from nattery_shared.testing import own_address_client
+
 GATEWAY = "http://127.0.0.1:8080"
 # Proxied (rate-limited) path; the upstream may be down: only 429 or not matters here.
 PATH = "/api/integration/readyz"
@@ -16,8 +18,8 @@ async def burst(client: httpx.AsyncClient, token: str, n: int) -> list[httpx.Res
 
 
 async def test_one_token_is_limited_without_starving_another() -> None:
-    await asyncio.sleep(2.5)  # let the per-address bucket of earlier gateway tests refill
-    async with httpx.AsyncClient(base_url=GATEWAY, timeout=10) as client:
+    # From an address of its own, so only the per-token limit can refuse these requests.
+    async with own_address_client(GATEWAY, timeout=10) as client:
         noisy = await burst(client, "token-noisy", 26)
         limited = [r for r in noisy if r.status_code == 429]
         assert limited, "a token bursting past 20 requests must be limited"

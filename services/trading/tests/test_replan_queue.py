@@ -199,11 +199,18 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
             # the same event redelivered (or re-enqueued) → same job keys → no second version
             for s in sites:
                 await second.run_job(PlanJob.make(s, "prices again", f"event:{prices.id}"))
-            await asyncio.sleep(0.5)
-            assert len(collector.of("schedule.published")) == 3
+            # Sentinel: a job under a new key, run after the redeliveries, plans version 2 of one site;
+            # once its announcement is in, any announcement from the redeliveries would be too.
+            await second.run_job(PlanJob.make(sites[0], "sentinel", f"sentinel:{prices.id}"))
+            published = await eventually(
+                lambda: asyncio.sleep(
+                    0, len(collector.of("schedule.published")) >= 4 and collector.of("schedule.published")
+                )
+            )
+            assert [e.data.version for e in published] == [1, 1, 1, 2], published
             for s in sites:
                 latest = await repo.latest_schedule(s)
-                assert latest is not None and latest[0]["version"] == 1
+                assert latest is not None and latest[0]["version"] == (2 if s == sites[0] else 1)
     finally:
         await second_q.close()
         await drop_queue(queue_name)
@@ -222,10 +229,8 @@ async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
     job = PlanJob.make(site, "forecast updated", "event:abc")
     await planning.run_job(job)
     await planning.run_job(job)  # redelivered
-    await eventually(lambda: asyncio.sleep(0, collector.of("schedule.published")))
-    await asyncio.sleep(0.3)
-    first = collector.of("schedule.published")
-    assert len(first) == 1 and first[0].data.version == 1
+    first = await eventually(lambda: asyncio.sleep(0, collector.of("schedule.published")))
+    assert first[0].data.version == 1
 
     # stored but the announcement never confirmed (crash): the redelivery re-announces the same version
     # under the same event id instead of planning again
@@ -239,6 +244,15 @@ async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
     assert latest is not None and latest[0]["version"] == 1
     done = await repo.plan_job(job.key)
     assert done is not None and done["published_at"] is not None
+    # Sentinel: a new job key plans version 2; once it is announced, the redelivered job (run before
+    # it) would have announced a second version too, had it planned again.
+    await planning.run_job(PlanJob.make(site, "sentinel", "event:sentinel"))
+    published = await eventually(
+        lambda: asyncio.sleep(
+            0, len(collector.of("schedule.published")) >= 3 and collector.of("schedule.published")
+        )
+    )
+    assert [(e.id == first[0].id, e.data.version) for e in published] == [(True, 1), (True, 1), (False, 2)]
 
 
 async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(

@@ -124,6 +124,13 @@ async def test_events_from_other_services_land_in_the_audit_log_once(org: Org, c
             source="/services/trading",
         )
         await bus.publish(command)
+        # Sentinel: published after the duplicate, so once it is stored the duplicate has been handled.
+        sentinel = make_event(
+            EventType.AUDIT_RECORDED,
+            AuditRecorded(org_id=org.id, actor="test", action="test.sentinel", at=now),
+            source="/services/trading",
+        )
+        await bus.publish(sentinel)
     finally:
         await bus.close()
 
@@ -134,5 +141,5 @@ async def test_events_from_other_services_land_in_the_audit_log_once(org: Org, c
     commands = await wait_for_rows(ctx, org.id, "command.requested", 1)
     assert commands[0]["details"]["type"] == "set_battery_power"
     assert commands[0]["target"].startswith("device:")
-    await asyncio.sleep(0.5)
-    assert len(await wait_for_rows(ctx, org.id, "strategy.changed", 2, timeout_s=0.5)) == 1
+    assert len(await wait_for_rows(ctx, org.id, "test.sentinel", 1)) == 1
+    assert len(await wait_for_rows(ctx, org.id, "strategy.changed", 2, timeout_s=0)) == 1

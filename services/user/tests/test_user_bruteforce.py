@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
+from nattery_shared.testing import eventually
 from nattery_user.deps import UserContext
 
 from .conftest import Org, Running, fetch_all
@@ -29,9 +28,14 @@ async def test_account_back_off_grows_then_locks_and_is_audited(
         blocked = await attempt(client, email, org.viewer.password)  # even the right password waits
         assert blocked.status_code == 429
         assert int(blocked.headers["Retry-After"]) >= 1
-        for _ in range(2):  # failures 5 and 6, each after its back-off
-            await asyncio.sleep(0.25)
-            assert (await attempt(client, email, "wrong-password-guess")).status_code == 401
+        for _ in range(2):  # failures 5 and 6, each once its back-off is over (a refused try is not counted)
+
+            async def counted() -> bool:
+                response = await attempt(client, email, "wrong-password-guess")
+                assert response.status_code in (401, 429), response.text
+                return response.status_code == 401
+
+            await eventually(counted, timeout_s=5, interval_s=0.05)
         locked = await attempt(client, email, org.viewer.password)
         assert locked.status_code == 429
         assert 1 <= int(locked.headers["Retry-After"]) <= 3
@@ -44,9 +48,14 @@ async def test_account_back_off_grows_then_locks_and_is_audited(
     assert len(rows) == 1
     assert rows[0]["actor"] == str(org.viewer.id) and rows[0]["details"]["failures"] == 6
 
-    await asyncio.sleep(3.1)  # lockout over
-    async with running.client() as client:
-        assert (await attempt(client, email, org.viewer.password)).status_code == 200
+    async with running.client() as client:  # the lockout (3 s here) ends by itself
+
+        async def let_in() -> bool:
+            response = await attempt(client, email, org.viewer.password)
+            assert response.status_code in (200, 429), response.text
+            return response.status_code == 200
+
+        await eventually(let_in, timeout_s=10, interval_s=0.2)
 
 
 async def test_success_resets_the_account_counter(running: Running, org: Org) -> None:

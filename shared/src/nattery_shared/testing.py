@@ -280,3 +280,39 @@ def bearer(issuer: TestIssuer, org: uuid.UUID, role: str = "admin") -> dict[str,
 
 
 test_env.__test__ = False  # type: ignore[attr-defined]
+
+
+# `make test` and CI set NATTERY_TEST_STRICT=1: there a test that skips (a server missing, a port taken)
+# fails instead, so a run can never pass by quietly testing less. A bare `pytest` on a developer's
+# machine keeps its skips.
+STRICT_ENV = "NATTERY_TEST_STRICT"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get(STRICT_ENV) == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and {STRICT_ENV}=1 (make test) turns a skip into a failure: {reason}"
+
+
+_loopback_counter = iter(range(2, 250))
+
+
+def own_loopback_address() -> str:
+    """A loopback source address of this test's own (127.0.<pid % 250>.N), for the gateway's
+    per-address rate limit: a test that bursts past the limit drains nobody else's bucket, so no
+    test has to sleep for the bucket to refill. Linux routes all of 127.0.0.0/8 to loopback."""
+    return f"127.0.{os.getpid() % 250 + 1}.{next(_loopback_counter)}"
+
+
+def own_address_client(base_url: str, **kwargs: Any) -> Any:
+    """An ``httpx.AsyncClient`` whose connections come from :func:`own_loopback_address`."""
+    import httpx
+
+    transport = httpx.AsyncHTTPTransport(
+        local_address=own_loopback_address(), limits=kwargs.pop("limits", None) or httpx.Limits()
+    )
+    return httpx.AsyncClient(base_url=base_url, transport=transport, **kwargs)
