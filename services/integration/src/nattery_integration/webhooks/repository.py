@@ -1,0 +1,62 @@
+"""SQL of inbound webhook deliveries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+Row = dict[str, Any]
+
+
+async def store(
+    conn: AsyncConnection[Any], provider: str, delivery_id: str, signed_at: datetime, body: bytes
+) -> int | None:
+    """The new row's id, or None when this delivery id was already stored (a replay)."""
+    cur = await conn.execute(
+        """INSERT INTO webhook_deliveries (provider, delivery_id, signed_at, body) VALUES (%s, %s, %s, %s)
+           ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id""",
+        (provider, delivery_id, signed_at, body),
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row["id"])
+
+
+async def claim(conn: AsyncConnection[Any], lease_s: float, limit: int) -> list[Row]:
+    cur = await conn.execute(
+        """UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => %s),
+               attempts = attempts + 1
+           WHERE id IN (SELECT id FROM webhook_deliveries
+                        WHERE status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+                        ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING id, provider, delivery_id, signed_at, received_at, body, attempts""",
+        (lease_s, limit),
+    )
+    rows: list[Row] = await cur.fetchall()
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def mark(conn: AsyncConnection[Any], delivery_row: int, status: str, error: str | None = None) -> None:
+    await conn.execute(
+        """UPDATE webhook_deliveries SET status = %s, last_error = %s, lease_until = NULL,
+               processed_at = CASE WHEN %s = 'processed' THEN now() ELSE processed_at END
+           WHERE id = %s""",
+        (status, error, status, delivery_row),
+    )
+
+
+async def retry_later(conn: AsyncConnection[Any], delivery_row: int, delay_s: float, error: str) -> None:
+    await conn.execute(
+        "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => %s), last_error = %s "
+        "WHERE id = %s",
+        (delay_s, error[:1000], delivery_row),
+    )
+
+
+async def get(conn: AsyncConnection[Any], provider: str, delivery_id: str) -> Row | None:
+    cur = await conn.execute(
+        "SELECT * FROM webhook_deliveries WHERE provider = %s AND delivery_id = %s", (provider, delivery_id)
+    )
+    row: Row | None = await cur.fetchone()
+    return row

@@ -1,0 +1,194 @@
+"""Inbound webhooks: verify (before anything is parsed), store, answer; a worker processes afterwards.
+
+``accept`` checks, in order: the body size (413), the headers' presence and shape (400), the
+signature over the raw body (401), the timestamp within ``tolerance_s`` (400); then stores the
+delivery (``UNIQUE (provider, delivery_id)``: a replay is acknowledged and ignored) and only then is
+the 200 sent. The worker claims pending deliveries (``FOR UPDATE SKIP LOCKED`` and a lease, so
+replicas share the work and a crash mid-handler is retried after the lease), runs the provider's
+handler and records the result. A delivery with no handler is kept as ``unhandled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter
+from psycopg_pool import AsyncConnectionPool
+
+from nattery_integration.cancel import raise_if_cancelling
+from nattery_integration.settings import WebhookSettings
+from nattery_integration.webhooks import repository, signature
+from nattery_integration.webhooks.registry import WebhookDelivery, WebhookHandler
+from nattery_shared.aio import wait_event
+from nattery_shared.errors import BadRequest, NatteryError, NotFound, Unauthorized
+
+log = logging.getLogger(__name__)
+
+WEBHOOKS_RECEIVED = Counter(
+    "nattery_webhook_deliveries_total",
+    "Inbound webhook deliveries by outcome (accepted, duplicate, bad_signature, stale, too_large, malformed)",
+    ["provider", "outcome"],
+)
+WEBHOOKS_PROCESSED = Counter(
+    "nattery_webhook_processed_total",
+    "Webhook deliveries handled by the worker (processed, retried, failed, unhandled)",
+    ["provider", "outcome"],
+)
+
+
+class PayloadTooLarge(NatteryError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    delivery_id: str
+    duplicate: bool
+
+
+class WebhookService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        handlers: Mapping[str, WebhookHandler],
+        settings: WebhookSettings,
+        *,
+        batch: int = 20,
+    ) -> None:
+        self.pool = pool
+        self.handlers = dict(handlers)
+        self.settings = settings
+        self._batch = batch
+        self._keys: dict[str, bytes] = {}
+        for provider, secret in settings.secrets.items():
+            try:
+                self._keys[provider] = signature.secret_key(secret.get_secret_value())
+            except ValueError as err:
+                raise ValueError(f"integration.webhooks.secrets.{provider}: {err}") from err
+        self._poke = asyncio.Event()
+        self._failing = False
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.max_body_bytes
+
+    def key_for(self, provider: str) -> bytes:
+        key = self._keys.get(provider)
+        if key is None:
+            raise NotFound(f"no webhook endpoint for provider {provider!r}")
+        return key
+
+    def too_large(self, provider: str) -> PayloadTooLarge:
+        WEBHOOKS_RECEIVED.labels(provider, "too_large").inc()
+        return PayloadTooLarge(
+            f"webhook body larger than {self.settings.max_body_bytes} bytes",
+            details={"limit_bytes": self.settings.max_body_bytes},
+        )
+
+    def verify(
+        self,
+        provider: str,
+        *,
+        delivery_id: str | None,
+        timestamp: str | None,
+        sig: str | None,
+        body: bytes,
+        now: float | None = None,
+    ) -> datetime:
+        """Raise 400/401 unless the delivery is authentic and fresh; returns its signing time."""
+        key = self.key_for(provider)
+        if not sig:
+            WEBHOOKS_RECEIVED.labels(provider, "bad_signature").inc()
+            raise Unauthorized("missing webhook-signature header")
+        if not delivery_id or len(delivery_id) > 200 or "." in delivery_id:
+            WEBHOOKS_RECEIVED.labels(provider, "malformed").inc()
+            raise BadRequest("webhook-id header missing or malformed (1-200 characters, no '.')")
+        if not timestamp or not timestamp.isdigit() or len(timestamp) > 12:
+            WEBHOOKS_RECEIVED.labels(provider, "malformed").inc()
+            raise BadRequest("webhook-timestamp header missing or not integer Unix seconds")
+        if not signature.verify(key, delivery_id, timestamp, body, sig):
+            WEBHOOKS_RECEIVED.labels(provider, "bad_signature").inc()
+            raise Unauthorized("webhook signature does not match")
+        skew_s = (now if now is not None else time.time()) - int(timestamp)
+        if abs(skew_s) > self.settings.tolerance_s:
+            WEBHOOKS_RECEIVED.labels(provider, "stale").inc()
+            raise BadRequest(
+                f"webhook-timestamp is {abs(skew_s):.0f} s from now (at most {self.settings.tolerance_s} s)",
+                details={"field": "webhook-timestamp"},
+            )
+        return datetime.fromtimestamp(int(timestamp), UTC)
+
+    async def store(self, provider: str, delivery_id: str, signed_at: datetime, body: bytes) -> Accepted:
+        async with self.pool.connection() as conn:
+            row_id = await repository.store(conn, provider, delivery_id, signed_at, body)
+        duplicate = row_id is None
+        WEBHOOKS_RECEIVED.labels(provider, "duplicate" if duplicate else "accepted").inc()
+        if not duplicate:
+            self._poke.set()
+        return Accepted(delivery_id, duplicate)
+
+    # --- worker ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.process_pending() == self._batch:
+                    pass
+                if self._failing:
+                    log.info("webhook worker reaching PostgreSQL again")
+                    self._failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                raise_if_cancelling()
+                if not self._failing:
+                    log.warning("webhook worker cannot claim deliveries, will retry: %r", err)
+                    self._failing = True
+            await wait_event(self._poke, self.settings.worker_poll_s)
+            self._poke.clear()
+
+    async def process_pending(self) -> int:
+        """Claim up to a batch of pending deliveries and handle them; returns how many were claimed."""
+        async with self.pool.connection() as conn:
+            rows = await repository.claim(conn, self.settings.lease_s, self._batch)
+        for row in rows:
+            await self._handle(WebhookDelivery(**row))
+        return len(rows)
+
+    async def _handle(self, delivery: WebhookDelivery) -> None:
+        handler = self.handlers.get(delivery.provider)
+        if handler is None:
+            async with self.pool.connection() as conn:
+                await repository.mark(conn, delivery.id, "unhandled")
+            WEBHOOKS_PROCESSED.labels(delivery.provider, "unhandled").inc()
+            return
+        try:
+            await handler(delivery)
+        except asyncio.CancelledError:
+            raise  # the lease runs out and another pass (or replica) takes it again
+        except Exception as err:
+            error = f"{type(err).__name__}: {err}"[:1000]
+            log.warning(
+                "webhook %s/%s failed (attempt %d): %s",
+                delivery.provider,
+                delivery.delivery_id,
+                delivery.attempts,
+                error,
+            )
+            async with self.pool.connection() as conn:
+                if delivery.attempts >= self.settings.max_attempts:
+                    await repository.mark(conn, delivery.id, "failed", error)
+                    WEBHOOKS_PROCESSED.labels(delivery.provider, "failed").inc()
+                else:
+                    delay_s = min(5.0 * 2 ** (delivery.attempts - 1), 3600.0)
+                    await repository.retry_later(conn, delivery.id, delay_s, error)
+                    WEBHOOKS_PROCESSED.labels(delivery.provider, "retried").inc()
+            return
+        async with self.pool.connection() as conn:
+            await repository.mark(conn, delivery.id, "processed")
+        WEBHOOKS_PROCESSED.labels(delivery.provider, "processed").inc()
