@@ -32,6 +32,7 @@ from nattery_device.telemetry.endpoints import router as telemetry_router
 from nattery_device.telemetry.ingest import TelemetryIngest
 from nattery_device.telemetry.registry import RegistryCache
 from nattery_device.telemetry.rejected import RejectedStore, Rejection
+from nattery_device.telemetry.service import ensure_rollups
 from nattery_device.telemetry.writer import InfluxBatchWriter
 from nattery_shared.aio import within
 from nattery_shared.app import Readiness
@@ -58,6 +59,8 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             settings, readiness, schema=SCHEMA, postgres=True, redis=True, rabbit=True, influx=True
         ) as res:
             assert res.pool and res.redis and res.bus and res.influx
+            # The one-minute history rollup (telemetry/service.py) is in place before points land.
+            await ensure_rollups(res.influx)
             registry = RegistryCache(res.pool, refresh_s=cfg.registry_refresh_s)
             try:
                 await registry.load()

@@ -12,11 +12,13 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from psycopg_pool import AsyncConnectionPool
 from pydantic import TypeAdapter
 from redis.asyncio import Redis
@@ -24,6 +26,7 @@ from redis.asyncio import Redis
 from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
 from nattery_device.presence.service import latest_key
 from nattery_device.telemetry.lines import ts_ns
+from nattery_device.telemetry.rollup import ROLLUP_FOR, ROLLUP_LAG, rollup_measurement, rollup_select
 from nattery_device.telemetry.schemas import (
     Aggregate,
     FieldStats,
@@ -37,6 +40,7 @@ from nattery_device.telemetry.schemas import (
 from nattery_shared.errors import BadRequest, DependencyUnavailable, NotFound
 from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable, RawSeries
 
+log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _POINTS = TypeAdapter(list[HistoryPoint])
@@ -186,6 +190,18 @@ async def history(
             raise BadRequest(f"more than {MAX_POINTS} intervals: choose a longer interval or a shorter range")
         if not fields:
             raise BadRequest("choose fields (fields=a,b) when downsampling")
+        if step_s % 60 == 0 and aggregate in _ROLLUP_AGG and await _rollup_ready(influx, measurement):
+            rolled = await _history_from_rollup(
+                influx, device, measurement, start, end, fields, interval, aggregate, limit
+            )
+            return History(
+                device_id=device_id,
+                measurement=measurement,
+                interval=interval,
+                aggregate=aggregate,
+                fields=fields,
+                points=rolled,
+            )
         # InfluxDB 1.x runs one statement on one core: split the fields over parallel statements.
         groups = [fields[i::PARALLEL_STATEMENTS] for i in range(min(PARALLEL_STATEMENTS, len(fields)))]
         statements = [
@@ -240,6 +256,127 @@ async def history(
         aggregate=aggregate if interval else None,
         fields=names,
         points=points,
+    )
+
+
+# --- the one-minute rollup (telemetry/rollup.py) ------------------------------------------------
+_ROLLUP_AGG = {Aggregate.MEAN, Aggregate.MIN, Aggregate.MAX}
+_ROLLUP_RETRY = timedelta(minutes=1)
+_rollups: dict[tuple[str, str], bool] = {}  # (database, measurement) -> continuous query in place
+_rollup_tried: dict[str, datetime] = {}
+
+
+async def ensure_rollups(influx: InfluxClient) -> bool:
+    """Create (idempotently) the rollup continuous query of every measurement; True when all exist."""
+    ok = True
+    for measurement in MEASUREMENT.values():
+        name = f"nattery_{measurement}_1m"
+        try:
+            await influx.admin(
+                f'CREATE CONTINUOUS QUERY "{name}" ON "{influx.database}" RESAMPLE EVERY 1m FOR {ROLLUP_FOR} '
+                f"BEGIN {rollup_select(measurement, influx.database)} GROUP BY time(1m), * END"
+            )
+        except (InfluxError, InfluxUnavailable, httpx.HTTPError) as err:
+            log.warning("history rollup for %s not in place (raw points used): %s", measurement, err)
+            ok = False
+            continue
+        _rollups[(influx.database, measurement)] = True
+    _rollup_tried[influx.database] = datetime.now(UTC)
+    return ok
+
+
+async def _rollup_ready(influx: InfluxClient, measurement: str) -> bool:
+    key = (influx.database, measurement)
+    if key not in _rollups:
+        tried = _rollup_tried.get(influx.database)
+        if tried is None or datetime.now(UTC) - tried > _ROLLUP_RETRY:
+            await ensure_rollups(influx)
+    return _rollups.get(key, False)
+
+
+def _minute_floor(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+async def _history_from_rollup(
+    influx: InfluxClient,
+    device: dict[str, Any],
+    measurement: str,
+    start: datetime,
+    end: datetime,
+    fields: list[str],
+    interval: str,
+    aggregate: Aggregate,
+    limit: int,
+) -> list[HistoryPoint]:
+    """Whole minutes older than ``ROLLUP_LAG`` from the rollup, the rest from the raw points; buckets
+    split between the two are merged (mean as total sum / total count, min of mins, max of maxes)."""
+    first = _minute_floor(start)
+    if first < start:
+        first += timedelta(minutes=1)
+    last = min(_minute_floor(end), _minute_floor(datetime.now(UTC) - ROLLUP_LAG))
+    group = f"GROUP BY time({interval}) fill(none) LIMIT {limit}"
+
+    agg = aggregate.value
+    # Output columns "s_<field>" (sum), "n_<field>" (count) for a mean, "v_<field>" for min/max.
+    if aggregate is Aggregate.MEAN:
+        rollup_cols = ", ".join(
+            f"sum({_q('sum_' + f)}) AS {_q('s_' + f)}, sum({_q('count_' + f)}) AS {_q('n_' + f)}"
+            for f in fields
+        )
+        raw_cols = ", ".join(
+            f"sum({_q(f)}) AS {_q('s_' + f)}, count({_q(f)}) AS {_q('n_' + f)}" for f in fields
+        )
+    else:
+        rollup_cols = ", ".join(f"{agg}({_q(agg + '_' + f)}) AS {_q('v_' + f)}" for f in fields)
+        raw_cols = ", ".join(f"{agg}({_q(f)}) AS {_q('v_' + f)}" for f in fields)
+    statements: list[str] = []
+    raw_ranges = [(start, end)]
+    if first < last:
+        statements.append(
+            f'SELECT {rollup_cols} FROM "{rollup_measurement(measurement)}" '
+            f"WHERE {_where(device, first, last)} {group}"
+        )
+        raw_ranges = [(start, first), (last, end)]
+    statements += [
+        f'SELECT {raw_cols} FROM "{measurement}" WHERE {_where(device, a, b)} {group}'
+        for a, b in raw_ranges
+        if a < b
+    ]
+    results = await asyncio.gather(*(_query_raw(influx, q) for q in statements))
+    # Per bucket (epoch ms) and field: [sum, count] for mean, the value so far for min/max.
+    merged: dict[int, dict[str, list[float]]] = {}
+    for series_list in results:
+        for series in series_list:
+            names = series.columns[1:]
+            for row in series.values:
+                bucket = merged.setdefault(row[0], {})
+                for name, value in zip(names, row[1:], strict=True):
+                    if value is None:
+                        continue
+                    kind, field = name[0], name[2:]
+                    acc = bucket.setdefault(field, [0.0, 0.0] if kind != "v" else [float(value)])
+                    if kind == "s":
+                        acc[0] += float(value)
+                    elif kind == "n":
+                        acc[1] += float(value)
+                    elif aggregate is Aggregate.MIN:
+                        acc[0] = min(acc[0], float(value))
+                    else:
+                        acc[0] = max(acc[0], float(value))
+
+    def final(acc: list[float] | None) -> float | None:
+        if acc is None:
+            return None
+        if aggregate is Aggregate.MEAN:
+            return acc[0] / acc[1] if acc[1] else None
+        return acc[0]
+
+    return _POINTS.validate_python(
+        [
+            {"time": _from_ms(t), "values": {f: final(b.get(f)) for f in fields}}
+            for t, b in sorted(merged.items())[:limit]
+        ]
     )
 
 

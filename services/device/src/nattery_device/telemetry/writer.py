@@ -15,9 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
 from nattery_device.mqtt.subscriber import Delivery
+from nattery_device.telemetry.rollup import LATE_S, late_ranges, reroll_statement
 from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ WRITE_SECONDS = Histogram(
     "nattery_device_ingest_write_seconds",
     "InfluxDB batch write time",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+ROLLUP_REROLLS = Counter(
+    "nattery_device_history_rollup_rerolls_total",
+    "Devices' minute ranges recomputed in the one-minute history rollup because points arrived late",
 )
 
 OnWritten = Callable[[Sequence[Delivery]], object]
@@ -64,6 +71,7 @@ class InfluxBatchWriter:
         self._pending = 0
         self._wake = asyncio.Event()
         self._failing = False
+        self._reroll: dict[tuple[str, str], tuple[int, int]] = {}
 
     @property
     def pending(self) -> int:
@@ -109,6 +117,7 @@ class InfluxBatchWriter:
                     if self._failing:
                         log.info("influxdb takes writes again")
                         self._failing = False
+                    await self._reroll_late(lines)
                     break
                 except InfluxUnavailable as err:
                     WRITE_RETRIES.inc()
@@ -143,6 +152,26 @@ class InfluxBatchWriter:
                 await asyncio.sleep(remaining)
                 continue
             await self._flush()
+
+    async def _reroll_late(self, lines: list[str]) -> None:
+        """Late points' minutes recomputed in the one-minute rollup (telemetry/rollup.py) before the
+        batch is acknowledged; minutes that could not be are retried after the next batch."""
+        before_ns = time.time_ns() - int(LATE_S * 1e9)
+        for key, (lo, hi) in late_ranges(lines, before_ns).items():
+            old = self._reroll.get(key)
+            self._reroll[key] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
+        for (measurement, device), (lo, hi) in list(self._reroll.items()):
+            try:
+                await self._influx.admin(reroll_statement(self._influx.database, measurement, device, lo, hi))
+            except (InfluxError, InfluxUnavailable, httpx.HTTPError) as err:
+                log.warning(
+                    "history rollup of late points not recomputed yet (%s %s): %s", measurement, device, err
+                )
+                return
+            except ValueError as err:  # not a device tag we can quote: nothing to recompute
+                log.warning("history rollup of late points skipped: %s", err)
+            ROLLUP_REROLLS.inc()
+            del self._reroll[(measurement, device)]
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending and wait for in-flight writes (clean shutdown)."""
