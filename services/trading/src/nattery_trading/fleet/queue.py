@@ -1,115 +1,16 @@
-"""Fleet planning over RabbitMQ: a durable quorum work queue with competing consumers.
+"""``nattery-trading fleet-worker``: extra competing consumers of the service's re-plan queue.
 
-``trading.fleet_plans`` holds one job per battery (delivery limit, dead-lettered to ``nattery.dlx`` →
-``trading.fleet_plans.dlq``); every worker process consumes it with a small prefetch, so adding replicas
-(or processes) scales planning out. Results go to ``trading.fleet_results`` (or the job's reply queue).
-Workers ack only after the result is confirmed, so a crashed worker's jobs are redelivered.
+Each process is one consumer of ``trading.site_plans`` (``fleet/site_plans.py``) exactly as a service
+replica's own worker is: it plans a site, stores the schedule and publishes ``schedule.published``. Adding
+processes (or hosts) scales re-planning out; ``bench/trading.py`` measures the fleet re-plan through the
+service and these processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing as mp
-from collections.abc import Iterable
-
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-
-from nattery_trading.fleet.jobs import run_job
-
-JOBS_QUEUE = "trading.fleet_plans"
-RESULTS_QUEUE = "trading.fleet_results"
-DLX = "nattery.dlx"
-DELIVERY_LIMIT = 5
-
-
-async def declare(
-    channel: AbstractChannel, jobs_queue: str = JOBS_QUEUE, results_queue: str = RESULTS_QUEUE
-) -> tuple[AbstractQueue, AbstractQueue]:
-    dlx = await channel.declare_exchange(DLX, aio_pika.ExchangeType.TOPIC, durable=True)
-    dlq = await channel.declare_queue(f"{jobs_queue}.dlq", durable=True, arguments={"x-queue-type": "quorum"})
-    await dlq.bind(dlx, routing_key=jobs_queue)
-    jobs = await channel.declare_queue(
-        jobs_queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": DLX,
-            "x-dead-letter-routing-key": jobs_queue,
-        },
-    )
-    results = await channel.declare_queue(results_queue, durable=True, arguments={"x-queue-type": "quorum"})
-    return jobs, results
-
-
-async def publish_jobs(
-    channel: AbstractChannel, bodies: Iterable[bytes], batch: int = 500, jobs_queue: str = JOBS_QUEUE
-) -> int:
-    """Publish persistent jobs with publisher confirms, ``batch`` in flight at a time."""
-    n = 0
-    pending: list[asyncio.Future[object]] = []
-    for body in bodies:
-        msg = aio_pika.Message(
-            body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
-        )
-        pending.append(asyncio.ensure_future(channel.default_exchange.publish(msg, routing_key=jobs_queue)))
-        n += 1
-        if len(pending) >= batch:
-            await asyncio.gather(*pending)
-            pending.clear()
-    if pending:
-        await asyncio.gather(*pending)
-    return n
-
-
-async def worker(
-    url: str,
-    prefetch: int = 32,
-    stop_after_idle_s: float | None = None,
-    jobs_queue: str = JOBS_QUEUE,
-    results_queue: str = RESULTS_QUEUE,
-) -> int:
-    """Consume plan jobs until cancelled (or idle for ``stop_after_idle_s``). Returns jobs done."""
-    done = 0
-    connection = await aio_pika.connect_robust(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=prefetch)
-        jobs, _ = await declare(channel, jobs_queue, results_queue)
-        last = asyncio.get_running_loop().time()
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal done, last
-            try:
-                result = run_job(message.body)
-            except Exception:
-                await message.nack(requeue=True)  # the delivery limit dead-letters poison jobs
-                return
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    result, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
-                ),
-                routing_key=message.reply_to or results_queue,
-            )
-            await message.ack()
-            done += 1
-            last = asyncio.get_running_loop().time()
-
-        tag = await jobs.consume(on_message)
-        try:
-            while True:
-                await asyncio.sleep(0.2)
-                if (
-                    stop_after_idle_s is not None
-                    and asyncio.get_running_loop().time() - last > stop_after_idle_s
-                ):
-                    break
-        finally:
-            with contextlib.suppress(Exception):
-                await jobs.cancel(tag)
-    return done
+import os
 
 
 async def site_plan_worker(worker_name: str | None = None, stop: asyncio.Event | None = None) -> int:
@@ -147,51 +48,23 @@ async def site_plan_worker(worker_name: str | None = None, stop: asyncio.Event |
     return queue.taken
 
 
-def _worker_process(
-    url: str, prefetch: int, idle_s: float, jobs_queue: str, results_queue: str, site_plans: bool = False
-) -> None:
-    async def both() -> None:
-        batch = asyncio.create_task(worker(url, prefetch, idle_s, jobs_queue, results_queue))
-        if not site_plans:
-            await batch
-            return
-        await asyncio.gather(batch, site_plan_worker())
-
-    asyncio.run(both())
+def _worker_process() -> None:
+    asyncio.run(site_plan_worker())
 
 
-def start_worker_processes(
-    url: str,
-    count: int,
-    prefetch: int = 32,
-    idle_s: float = 5.0,
-    jobs_queue: str = JOBS_QUEUE,
-    results_queue: str = RESULTS_QUEUE,
-    site_plans: bool = False,
-) -> list[mp.process.BaseProcess]:
+def start_worker_processes(count: int) -> list[mp.process.BaseProcess]:
     ctx = mp.get_context("spawn")
-    args = (url, prefetch, idle_s, jobs_queue, results_queue, site_plans)
     procs: list[mp.process.BaseProcess] = [
-        ctx.Process(target=_worker_process, args=args, daemon=True) for _ in range(count)
+        ctx.Process(target=_worker_process, daemon=True) for _ in range(count)
     ]
     for p in procs:
         p.start()
     return procs
 
 
-def fleet_worker(
-    processes: int = 0,
-    prefetch: int = 32,
-) -> None:
-    """Run planning workers, one process per core by default. Each process is a competing consumer of
-    the service's re-plan queue ``trading.site_plans`` (plans, stores and publishes schedules, like a
-    service replica) and of the batch queue ``trading.fleet_plans`` (stateless jobs, results by reply)."""
-    import os
-
-    from nattery_trading.settings import get_settings
-
-    url = get_settings().rabbit.url.get_secret_value()
-    count = processes or os.cpu_count() or 1
-    procs = start_worker_processes(url, count, prefetch=prefetch, idle_s=float("inf"), site_plans=True)
+def fleet_worker(processes: int = 0) -> None:
+    """Run re-plan workers: ``processes`` competing consumers of ``trading.site_plans`` (default one
+    per core), each planning, storing and publishing like a service replica's own worker."""
+    procs = start_worker_processes(processes or os.cpu_count() or 1)
     for p in procs:
         p.join()

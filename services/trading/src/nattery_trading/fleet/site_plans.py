@@ -36,6 +36,7 @@ from nattery_shared.aio import within
 log = logging.getLogger(__name__)
 
 SITE_PLANS_QUEUE = "trading.site_plans"
+ENQUEUE_IN_FLIGHT = 500
 DLX = "nattery.dlx"
 JOB_NAMESPACE = uuid.UUID("0b6a4f0e-5d7c-4b53-9a3e-6c1f2d8e4a90")
 
@@ -158,28 +159,36 @@ class SitePlanQueue:
         self._connected.clear()
 
     # --- producer ----------------------------------------------------------------------------------
-    async def enqueue(self, jobs: Sequence[PlanJob], *, timeout_s: float = 10.0) -> int:
-        """Publish persistent jobs and wait for the broker's confirms (raises when it cannot)."""
+    async def enqueue(
+        self, jobs: Sequence[PlanJob], *, timeout_s: float = 10.0, in_flight: int = ENQUEUE_IN_FLIGHT
+    ) -> int:
+        """Publish persistent jobs and wait for the broker's confirms (raises when it cannot).
+
+        At most ``in_flight`` unconfirmed at a time, and ``timeout_s`` bounds each group's confirms: a
+        fleet-wide price update is 10,000 jobs, whose confirms all at once took longer than any one
+        message's timeout while the workers kept the broker busy (bench-trading: the handler timed out,
+        the event was redelivered and dead-lettered, and a third of the fleet was never planned)."""
         if not jobs:
             return 0
         await self.wait_connected(timeout_s)
         assert self._channel is not None
         exchange = self._channel.default_exchange
-        await asyncio.gather(
-            *(
-                exchange.publish(
-                    aio_pika.Message(
-                        j.encode(),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        content_type="application/json",
-                        message_id=str(j.key),
-                    ),
-                    routing_key=self.name,
-                    timeout=timeout_s,
+        for i in range(0, len(jobs), in_flight):
+            await asyncio.gather(
+                *(
+                    exchange.publish(
+                        aio_pika.Message(
+                            j.encode(),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                            content_type="application/json",
+                            message_id=str(j.key),
+                        ),
+                        routing_key=self.name,
+                        timeout=timeout_s,
+                    )
+                    for j in jobs[i : i + in_flight]
                 )
-                for j in jobs
             )
-        )
         return len(jobs)
 
     # --- consumer ----------------------------------------------------------------------------------

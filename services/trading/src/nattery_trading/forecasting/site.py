@@ -15,39 +15,64 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from nattery_trading.forecasting.base import Forecaster
 from nattery_trading.optimiser.model import FloatArray
 
 FLAT_LOAD_KW = 0.4
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class Actuals:
+    """Recorded actuals as arrays (what the repository reads for a forecast): each reading's slot start
+    in microseconds since the epoch, and its load and PV (NaN where not recorded)."""
+
+    t_us: npt.NDArray[np.int64]
+    load_kw: FloatArray
+    pv_kw: FloatArray
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]]) -> Actuals:
+        """From rows with ``start_at`` and optional ``load_kw`` / ``pv_kw``."""
+
+        def column(field: str) -> FloatArray:
+            return np.array([r.get(field) for r in rows], dtype=np.float64)  # None -> NaN
+
+        t_us = np.array([(r["start_at"] - _EPOCH) // _US for r in rows], dtype=np.int64)
+        return cls(t_us, column("load_kw"), column("pv_kw"))
 
 
 def history_from_actuals(
-    rows: Sequence[dict[str, Any]], field: str, start: datetime, slot_minutes: int
+    rows: Sequence[dict[str, Any]] | Actuals, field: str, start: datetime, slot_minutes: int
 ) -> FloatArray | None:
     """Uniform slots from the first recorded slot up to (not including) ``start``, oldest first.
 
     Several readings in one slot are averaged; a slot without a reading takes the mean of the same time
     of day on the days that have one (else the overall mean), so the baselines see no holes. None when
     no reading of ``field`` exists."""
-    step = timedelta(minutes=slot_minutes)
-    pts = [
-        (r["start_at"], float(r[field])) for r in rows if r.get(field) is not None and r["start_at"] < start
-    ]
-    if not pts:
+    # Integer microseconds since the epoch, vectorised: this runs for every site of a fleet re-plan on
+    # weeks of half-hourly rows, where a per-row datetime loop cost ~6 ms a field (bench-trading).
+    step_us = slot_minutes * 60_000_000
+    start_us = (start - _EPOCH) // _US
+    actuals = rows if isinstance(rows, Actuals) else Actuals.from_rows(rows)
+    t_us = actuals.t_us
+    values = actuals.load_kw if field == "load_kw" else actuals.pv_kw
+    before = (t_us < start_us) & ~np.isnan(values)
+    if not before.any():
         return None
-    n = math.ceil((start - min(t for t, _ in pts)) / step)
-    total = np.zeros(n)
-    count = np.zeros(n)
-    for t, v in pts:
-        i = n - 1 - math.floor((start - t - timedelta(microseconds=1)) / step)
-        if 0 <= i < n:
-            total[i] += v
-            count[i] += 1
+    ago_us = start_us - t_us[before]  # > 0
+    n = int(-(-int(ago_us.max()) // step_us))  # ceil
+    index = n - 1 - (ago_us - 1) // step_us  # the slot [start - k step, start - (k - 1) step) holding it
+    total = np.bincount(index, weights=values[before], minlength=n)
+    count = np.bincount(index, minlength=n)
     hist = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     if np.isnan(hist).any():
         per_day = max(1, 24 * 60 // slot_minutes)
@@ -62,7 +87,7 @@ def history_from_actuals(
 
 def site_forecast(
     provided: Sequence[dict[str, Any]],
-    history: Sequence[dict[str, Any]],
+    history: Sequence[dict[str, Any]] | Actuals,
     start: datetime,
     slot_minutes: int,
     slots: int,
@@ -77,7 +102,8 @@ def site_forecast(
         i1 = min(slots, math.ceil((r["end_at"] - start) / step))
         if i1 <= i0:
             continue
-        given["load_kw"][i0:i1] = r["load_kw"]
+        if r["load_kw"] is not None:  # a PV-only forecast leaves load to the baseline
+            given["load_kw"][i0:i1] = r["load_kw"]
         given["pv_kw"][i0:i1] = r["pv_kw"]
         if r.get("model"):
             models.add(str(r["model"]))

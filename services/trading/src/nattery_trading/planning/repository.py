@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
+import numpy as np
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
+
+from nattery_trading.forecasting.site import Actuals
 
 Row = dict[str, Any]
 
@@ -160,10 +163,25 @@ class Repository:
             )
 
     async def site_tariff(self, site_id: uuid.UUID, direction: str) -> Row | None:
+        """The site's tariff in ``direction`` (one query; the rates only for a time-of-use tariff: this
+        runs twice for every site of a fleet re-plan)."""
         row = await self._one(
-            "SELECT tariff_id FROM site_tariffs WHERE site_id = %s AND direction = %s", (site_id, direction)
+            "SELECT t.* FROM site_tariffs st JOIN tariffs t USING (tariff_id) "
+            "WHERE st.site_id = %s AND st.direction = %s",
+            (site_id, direction),
         )
-        return await self.get_tariff(row["tariff_id"]) if row else None
+        if row is None:
+            return None
+        row["rates"] = (
+            await self._all(
+                "SELECT start_local, end_local, p_per_kwh FROM tariff_rates WHERE tariff_id = %s "
+                "ORDER BY start_local",
+                (row["tariff_id"],),
+            )
+            if row["kind"] == "time_of_use"
+            else []
+        )
+        return row
 
     async def upsert_prices(
         self,
@@ -185,12 +203,13 @@ class Repository:
     async def prices(
         self, market: str, region: str, direction: str, start: datetime, end: datetime
     ) -> dict[datetime, float]:
-        rows = await self._all(
-            "SELECT start_at, p_per_kwh FROM prices WHERE market = %s AND region = %s AND direction = %s "
-            "AND start_at >= %s AND start_at < %s ORDER BY start_at",
-            (market, region, direction, start, end),
-        )
-        return {r["start_at"]: r["p_per_kwh"] for r in rows}
+        async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(
+                "SELECT start_at, p_per_kwh FROM prices WHERE market = %s AND region = %s AND direction = %s "
+                "AND start_at >= %s AND start_at < %s ORDER BY start_at",
+                (market, region, direction, start, end),
+            )
+            return dict(await cur.fetchall())
 
     async def sites_on_market(self, market: str, region: str, direction: str) -> list[uuid.UUID]:
         rows = await self._all(
@@ -353,12 +372,31 @@ class Repository:
                 )
                 if await cur.fetchone() is None:
                     raise _DuplicateJob  # rolls the new version back
-            await cur.executemany(
+            # One statement for all slots (arrays unnested server-side), not one per slot: a fleet
+            # re-plan stores 10,000 of these.
+            await cur.execute(
                 "INSERT INTO schedule_slots (schedule_id, version, start_at, end_at, mode, battery_power_kw, soc_pct, "
-                "grid_kw, import_p_per_kwh, export_p_per_kwh, reason) VALUES (%(schedule_id)s, %(version)s, "
-                "%(start_at)s, %(end_at)s, %(mode)s, %(battery_power_kw)s, %(soc_pct)s, %(grid_kw)s, "
-                "%(import_p_per_kwh)s, %(export_p_per_kwh)s, %(reason)s)",
-                [{**s, "schedule_id": head["schedule_id"], "version": version} for s in slots],
+                "grid_kw, import_p_per_kwh, export_p_per_kwh, reason) SELECT %s, %s, * FROM unnest("
+                "%s::timestamptz[], %s::timestamptz[], %s::text[], %s::float8[], %s::float8[], %s::float8[], "
+                "%s::float8[], %s::float8[], %s::text[])",
+                (
+                    head["schedule_id"],
+                    version,
+                    *(
+                        [slot[c] for slot in slots]
+                        for c in (
+                            "start_at",
+                            "end_at",
+                            "mode",
+                            "battery_power_kw",
+                            "soc_pct",
+                            "grid_kw",
+                            "import_p_per_kwh",
+                            "export_p_per_kwh",
+                            "reason",
+                        )
+                    ),
+                ),
             )
         return version
 
@@ -421,12 +459,21 @@ class Repository:
                 (site_id, start, battery_power_kw, soc_pct, grid_kw, load_kw, pv_kw),
             )
 
-    async def actual_history(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:
-        """Recorded load and PV in ``[start, end)`` (the baseline forecasts' history)."""
-        return await self._all(
-            "SELECT start_at, load_kw, pv_kw FROM actuals WHERE site_id = %s AND start_at >= %s AND start_at < %s "
-            "AND (load_kw IS NOT NULL OR pv_kw IS NOT NULL) ORDER BY start_at",
+    async def actual_history(self, site_id: uuid.UUID, start: datetime, end: datetime) -> Actuals:
+        """Recorded load and PV in ``[start, end)`` (the baseline forecasts' history), as arrays: one row
+        of three arrays, not ~1,300 rows of objects per site (this runs for every site of a re-plan)."""
+        row = await self._one(
+            "SELECT coalesce(array_agg((extract(epoch FROM start_at) * 1000000)::int8 ORDER BY start_at), '{}') "
+            "AS t_us, coalesce(array_agg(load_kw ORDER BY start_at), '{}') AS load_kw, "
+            "coalesce(array_agg(pv_kw ORDER BY start_at), '{}') AS pv_kw FROM actuals "
+            "WHERE site_id = %s AND start_at >= %s AND start_at < %s AND (load_kw IS NOT NULL OR pv_kw IS NOT NULL)",
             (site_id, start, end),
+        )
+        assert row is not None  # an aggregate always answers one row
+        return Actuals(
+            np.array(row["t_us"], dtype=np.int64),
+            np.array(row["load_kw"], dtype=np.float64),
+            np.array(row["pv_kw"], dtype=np.float64),
         )
 
     async def planned_vs_actual(self, site_id: uuid.UUID, start: datetime, end: datetime) -> list[Row]:

@@ -66,18 +66,22 @@ def slot_prices(
     k_starts = np.array([k.timestamp() for k, _ in known])
     k_vals = np.array([v for _, v in known])
     step = np.median(np.diff(k_starts)) if len(k_starts) > 1 else slot_minutes * 60.0
-    out = np.empty(slots)
     last_known = k_starts[-1] + step
-    for i, s in enumerate(starts):
-        ts = s.timestamp()
-        j = int(np.searchsorted(k_starts, ts, side="right")) - 1
-        if j >= 0 and ts < k_starts[j] + step and ts < last_known:
-            out[i] = k_vals[j]
-            continue
-        forecast[i] = True
-        day = 86400.0
-        lags = ts - day * np.arange(1, 8)
+    # Vectorised over the slots (every site of a fleet re-plan runs this): a published price where one
+    # covers the slot, else the mean of the same time of day over the last 7 days of known prices.
+    ts = start.timestamp() + slot_minutes * 60.0 * np.arange(slots)
+    j = np.searchsorted(k_starts, ts, side="right") - 1
+    jj = np.maximum(j, 0)
+    published = (j >= 0) & (ts < k_starts[jj] + step) & (ts < last_known)
+    forecast = ~published
+    out = np.where(published, k_vals[jj], 0.0)
+    if forecast.any():
+        lags = ts[forecast, None] - 86400.0 * np.arange(1, 8)[None, :]
         idx = np.searchsorted(k_starts, lags, side="right") - 1
-        ok = (idx >= 0) & (lags < k_starts[np.maximum(idx, 0)] + step)
-        out[i] = float(k_vals[idx[ok]].mean()) if ok.any() else float(k_vals[-48:].mean())
+        ii = np.maximum(idx, 0)
+        ok = (idx >= 0) & (lags < k_starts[ii] + step)
+        count = ok.sum(axis=1)
+        total = np.where(ok, k_vals[ii], 0.0).sum(axis=1)
+        fallback = float(k_vals[-48:].mean())
+        out[forecast] = np.where(count > 0, total / np.maximum(count, 1), fallback)
     return out, forecast
