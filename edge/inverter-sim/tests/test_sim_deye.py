@@ -272,3 +272,40 @@ def test_fc16_limits(start_sim: Start) -> None:
     r = m.request(bytes(frame))
     assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_ADDRESS  # 250..372 not all writable
     assert m.read(1, 0, 125)
+
+
+def test_battery_pin_poke_ignored_writes_silent_registers_and_deafness(start_sim: Start) -> None:
+    sim, m = start_sim(["--time-factor", "0", "--turnaround-ms", "5"])
+    temp = DEYE["battery_temperature_c"]
+    # a hot battery, pinned by the test; the thermal model takes over again when released
+    st = sim.control({"cmd": "battery", "temperature_c": 55.5})
+    assert st["ok"] and st["truth"]["battery_temperature_c"] == 55.5
+    assert decode(DEYE, temp.addresses[0], m.read(1, temp.addresses[0], 1))["battery_temperature_c"] == 55.5
+    st = sim.control({"cmd": "battery", "temperature_c": None, "soc_pct": 42})
+    assert st["truth"]["battery_soc_pct"] == 42
+    assert not sim.control({"cmd": "battery", "voltage_v": 3})["ok"]
+    # a register changed behind the master's back
+    sim.control({"cmd": "poke", "name": "battery_max_charge_current_a", "value": 7})
+    assert m.read(1, DEYE["battery_max_charge_current_a"].addresses[0], 1) == [7]
+    # a write that is acknowledged but does not take: the read-back shows the old value
+    sim.control({"cmd": "set", "ignore_writes_next": 1})
+    write_point(m, "battery_max_charge_current_a", 50)
+    assert m.read(1, DEYE["battery_max_charge_current_a"].addresses[0], 1) == [7]
+    write_point(m, "battery_max_charge_current_a", 50)
+    assert m.read(1, DEYE["battery_max_charge_current_a"].addresses[0], 1) == [50]
+    assert sim.status()["stats"]["ignored_writes"] == 1
+    # reads touching a silenced register get no reply; other reads are answered
+    sim.control({"cmd": "set", "silent_registers": [182]})
+    assert m.request(build_read_request(1, 150, 45), timeout=0.4) is None
+    assert m.request(build_read_request(1, 59, 48)) is not None
+    sim.control({"cmd": "clear"})
+    assert m.request(build_read_request(1, 150, 45)) is not None
+    # deaf after its own reply: a request right after a reply is lost, one after the pause answered
+    sim.control({"cmd": "set", "deaf_after_reply_ms": 80})
+    req = build_read_request(1, 184, 1)
+    time.sleep(0.1)  # the gap after the last reply is what is under test, not a wait for an event
+    assert m.request(req) is not None
+    assert m.request(req, timeout=0.05) is None  # sent at once: lost
+    time.sleep(0.1)  # the device's pause is what is under test here, not a wait for an event
+    assert m.request(req) is not None
+    assert sim.status()["stats"]["deaf"] >= 1

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--chunk-size", type=int, default=16)
     f.add_argument("--chunk-gap-ms", type=float, default=16.0)
     f.add_argument("--fault-code", action="append", default=[], help="raise a fault code, e.g. F13")
+    f.add_argument(
+        "--deaf-after-reply-ms", type=float, default=0.0, help="requests this soon after a reply are lost"
+    )
     f.add_argument("--seed", type=int, default=None, help="random seed for probabilistic faults")
     p.add_argument("--control-socket", default=None, help="UNIX socket path for JSON-lines runtime control")
     p.add_argument("--log-level", default="INFO")
@@ -106,6 +109,7 @@ def build_slave(args: argparse.Namespace) -> RtuSlave:
         chunk_size=args.chunk_size,
         chunk_gap_ms=args.chunk_gap_ms,
         turnaround_ms=args.turnaround_ms,
+        deaf_after_reply_ms=args.deaf_after_reply_ms,
         seed=args.seed,
     )
     device = build_device(args)

@@ -98,6 +98,16 @@ class SimDevice:
     def on_written(self, names: set[str]) -> None:
         """Hook: react to control writes (e.g. a totalizer reset)."""
 
+    def poke(self, name: str, value: float) -> None:
+        """Change a register behind the master's back (no write validation, no ``on_written``)."""
+        self.set_value(name, value)
+
+    def pin(self, values: dict[str, object]) -> None:
+        """Pin (number) or release (None) physical state; devices without any reject every key."""
+        keys = sorted(k for k in values if k != "cmd")
+        if keys:
+            raise KeyError(f"nothing to pin on this device: {keys}")
+
     def set_fault_codes(self, codes: set[str]) -> None:
         for p in self.rmap.points:
             if p.kind is Kind.BITFIELD:
@@ -207,7 +217,25 @@ class DeyeInverter(SimDevice):
         for c in _COUNTERS:
             self.energy_wh.setdefault(f"{c}_total", 0.0)
         self._day: tuple[int, int, int] | None = None
+        # A test may pin the battery temperature (a hot or frozen battery); None = thermal model.
+        self.pinned_temperature_c: float | None = None
         super().__init__(rmap)
+
+    def pin(self, values: dict[str, object]) -> None:
+        """``temperature_c``: pin the battery temperature (None releases it to the thermal model);
+        ``soc_pct``: set the state of charge once (it then follows the physics)."""
+        for key, value in values.items():
+            if key == "cmd":
+                continue
+            if key == "temperature_c":
+                self.pinned_temperature_c = None if value is None else float(str(value))
+                if self.pinned_temperature_c is not None:
+                    self.temperature_c = self.pinned_temperature_c
+            elif key == "soc_pct":
+                self.soc_pct = min(100.0, max(0.0, float(str(value))))
+            else:
+                raise KeyError(f"cannot pin {key!r} (temperature_c, soc_pct)")
+        self.publish()
 
     # ------------------------------------------------------------ power-on register values
     def initial_values(self) -> dict[str, float | str]:
@@ -395,6 +423,8 @@ class DeyeInverter(SimDevice):
         target = c.ambient_c + c.thermal_rise_c_per_kw * abs(p) / 1000.0
         k = 1.0 - math.exp(-dt_s / c.thermal_tau_s)
         self.temperature_c += (target - self.temperature_c) * k
+        if self.pinned_temperature_c is not None:
+            self.temperature_c = self.pinned_temperature_c
         e = self.energy_wh
         for key, wh in (
             ("battery_charge", max(-p, 0.0) * hours),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -22,6 +22,15 @@ class FaultConfig:
     chunk_size: int = 16
     chunk_gap_ms: float = 16.0
     turnaround_ms: float = 30.0  # device turnaround added to the wire time
+    # A device that is deaf for this long after its own reply (Deye + FTDI "pause after a reply"):
+    # a request that starts arriving sooner is lost, as on a real line where it collides.
+    deaf_after_reply_ms: float = 0.0
+    # Reads touching any of these register addresses get no reply (a sensor block that stopped
+    # answering): the master sees timeouts for exactly those polls.
+    silent_registers: list[int] = field(default_factory=list)
+    # The next N writes are acknowledged but not stored (a setting that "does not take"): a read-back
+    # shows the old value.
+    ignore_writes_next: int = 0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -33,7 +42,10 @@ class FaultConfig:
             if k not in known or k == "seed":
                 raise KeyError(f"unknown fault setting {k!r}")
             cur = getattr(self, k)
-            setattr(self, k, type(cur)(v) if cur is not None else v)
+            if isinstance(cur, list):
+                setattr(self, k, [int(x) for x in v])
+            else:
+                setattr(self, k, type(cur)(v) if cur is not None else v)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -55,3 +67,10 @@ class FaultConfig:
 
     def take_corrupt(self) -> bool:
         return self._take("corrupt_crc_next", self.corrupt_crc_probability)
+
+    def take_ignore_write(self) -> bool:
+        return self._take("ignore_writes_next", 0.0)
+
+    def silences(self, start: int, count: int) -> bool:
+        """Whether a read of ``count`` registers from ``start`` touches a silenced register."""
+        return any(start <= a < start + count for a in self.silent_registers)

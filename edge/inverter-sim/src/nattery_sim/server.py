@@ -74,7 +74,16 @@ class RtuSlave:
         self.tick_s = tick_s
         self.control_socket = control_socket
         self.silent_until = 0.0  # monotonic; restart in progress
-        self.stats = {"requests": 0, "replies": 0, "ignored_other_unit": 0, "bad_crc": 0, "dropped": 0}
+        self.stats = {
+            "requests": 0,
+            "replies": 0,
+            "ignored_other_unit": 0,
+            "bad_crc": 0,
+            "dropped": 0,
+            "deaf": 0,
+            "ignored_writes": 0,
+        }
+        self._last_reply_end = -1e9  # monotonic: when the last reply's final byte left
         self._asm = FrameAssembler("request")
         self._frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._silence: asyncio.TimerHandle | None = None
@@ -209,29 +218,50 @@ class RtuSlave:
         if fc in (WRITE_SINGLE, WRITE_MULTIPLE):
             if fc == WRITE_MULTIPLE and not 1 <= req.count <= self.device.rmap.max_write_registers:
                 return build_exception_response(self.unit, fc, ExceptionCode.ILLEGAL_DATA_VALUE)
-            exc = self.device.write(req.address, list(req.values))
-            if exc is not None:
-                return build_exception_response(self.unit, fc, exc)
+            if self.faults.take_ignore_write():
+                self.stats["ignored_writes"] += 1  # acknowledged, not stored: the read-back differs
+            else:
+                exc = self.device.write(req.address, list(req.values))
+                if exc is not None:
+                    return build_exception_response(self.unit, fc, exc)
             if fc == WRITE_SINGLE:
                 return build_write_single_response(self.unit, req.address, req.values[0])
             return build_write_multiple_response(self.unit, req.address, req.count)
         return build_exception_response(self.unit, fc, ExceptionCode.ILLEGAL_FUNCTION)
 
-    async def _handle(self, frame: bytes, received: float) -> None:
-        if time.monotonic() < self.silent_until:
-            return
-        if len(frame) >= 2 and frame[0] == self.unit and check_crc(frame) and self.faults.take_no_reply():
+    def reply_for(self, frame: bytes) -> bytes | None:
+        """The reply to one request frame with the wire faults applied (no timing), or None for
+        silence. The serial server and in-process tests (a master calling this directly) share it."""
+        ours = len(frame) >= 2 and frame[0] == self.unit and check_crc(frame)
+        if ours and self.faults.take_no_reply():
             self.stats["dropped"] += 1
-            return
-        if frame[:1] == bytes([self.unit]) and check_crc(frame) and self.faults.take_exception():
+            return None
+        if ours and self.faults.silent_registers and frame[1] == READ_HOLDING:
+            with contextlib.suppress(FrameError):
+                req = parse_request(frame)
+                if self.faults.silences(req.address, req.count):
+                    self.stats["dropped"] += 1
+                    return None
+        if ours and self.faults.take_exception():
             reply: bytes | None = build_exception_response(self.unit, frame[1], self.faults.exception_code)
             self.stats["requests"] += 1
         else:
             reply = self.respond(frame)
+        if reply is not None and self.faults.take_corrupt():
+            reply = reply[:-2] + bytes([reply[-2] ^ 0xFF, reply[-1] ^ 0x5A])
+        return reply
+
+    async def _handle(self, frame: bytes, received: float) -> None:
+        if time.monotonic() < self.silent_until:
+            return
+        # A pty delivers a request at once: ``received`` is where its first byte would be on the wire
+        # (the reply delay below adds the request's own frame time).
+        if received - self._last_reply_end < self.faults.deaf_after_reply_ms / 1000.0:
+            self.stats["deaf"] += 1  # still busy after its own reply: the request is lost
+            return
+        reply = self.reply_for(frame)
         if reply is None:
             return
-        if self.faults.take_corrupt():
-            reply = reply[:-2] + bytes([reply[-2] ^ 0xFF, reply[-1] ^ 0x5A])
         # wire emulation: request on the wire, t3.5 to end it, turnaround, reply on the wire
         bpc = self.bits_per_char
         delay = (
@@ -251,6 +281,7 @@ class RtuSlave:
                 self._write(reply[i : i + n])
         else:
             self._write(reply)
+        self._last_reply_end = time.monotonic()
         self.stats["replies"] += 1
 
     def _write(self, data: bytes) -> None:
@@ -306,6 +337,14 @@ class RtuSlave:
             self.clock = SimClock(now, float(msg["factor"]))
         elif cmd == "tick":
             self.tick()
+        elif cmd == "battery":
+            # pin (a number) or release (null) the battery's physical state, e.g. a hot battery
+            self.tick()
+            self.device.pin(msg)
+            self.tick()
+        elif cmd == "poke":
+            # a register changed behind the master's back (installer app, another master, firmware)
+            self.device.poke(str(msg["name"]), float(msg["value"]))
         elif cmd != "status":
             raise ValueError(f"unknown command {cmd!r}")
         if cmd == "status":
