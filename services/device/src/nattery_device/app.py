@@ -23,13 +23,14 @@ from nattery_device.mqtt.subscriber import AckingSubscriber
 from nattery_device.outbox import OutboxRelay
 from nattery_device.presence.service import PresenceService
 from nattery_device.settings import DeviceSettings, get_settings
+from nattery_device.site_state.service import SiteStateAggregator
 from nattery_device.sites.endpoints import router as sites_router
 from nattery_device.sites.service import CredentialsReconciler
 from nattery_device.stream.endpoints import router as stream_router
 from nattery_device.stream.hub import StreamHub, StreamPublisher
 from nattery_device.telemetry.control import ControlIngest
 from nattery_device.telemetry.endpoints import router as telemetry_router
-from nattery_device.telemetry.ingest import TelemetryIngest
+from nattery_device.telemetry.ingest import Sinks, TelemetryIngest
 from nattery_device.telemetry.registry import RegistryCache
 from nattery_device.telemetry.rejected import RejectedStore, Rejection
 from nattery_device.telemetry.service import ensure_rollups
@@ -146,8 +147,14 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     max_concurrent=cfg.ingest_max_concurrent_writes,
                     retry_max_delay_s=cfg.ingest_retry_max_delay_s,
                 )
+                site_states = SiteStateAggregator(res.redis, res.bus, interval_s=cfg.site_state_interval_s)
                 ingest = TelemetryIngest(
-                    telemetry_sub, registry, writer, rejected, presence, batch_size=cfg.ingest_batch_size
+                    telemetry_sub,
+                    registry,
+                    writer,
+                    rejected,
+                    Sinks(presence, site_states),
+                    batch_size=cfg.ingest_batch_size,
                 )
                 control = ControlIngest(
                     control_sub, registry, rejected, presence, commands, res.pool, stream_publisher
@@ -163,6 +170,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                 spawn("influx-writer", writer.run())
                 spawn("telemetry-ingest", ingest.run())
                 spawn("control-ingest", control.run())
+                spawn("site-states", site_states.run())
 
             # Garbage collection on the ingest path: every message allocates a few tracked objects
             # (delivery tuple, model, values dict), so the default gen0 threshold (700) ran a

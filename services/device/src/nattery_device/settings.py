@@ -51,6 +51,8 @@ class DeviceSection(BaseModel):
     # published outbox rows and consumed event ids are deleted after this long
     outbox_keep_days: float = Field(default=7.0, gt=0)
     presence_sweep_interval_s: float = Field(default=10.0, gt=0)
+    # Each site's measured state (SOC, mean powers) is published as site.state_measured this often.
+    site_state_interval_s: float = Field(default=60.0, ge=1, le=3600)
 
     # Commands.
     command_default_ttl_s: int = Field(default=300, ge=5, le=7 * 24 * 3600)

@@ -20,6 +20,7 @@ class EventType(StrEnum):
     DEVICE_REGISTERED = "device.registered"
     DEVICE_STATUS_CHANGED = "device.status_changed"
     DEVICE_COMMAND_ACKNOWLEDGED = "device.command_acknowledged"
+    SITE_STATE_MEASURED = "site.state_measured"
     ALERT_RAISED = "alert.raised"
     ALERT_RESOLVED = "alert.resolved"
     MARKET_PRICES_UPDATED = "market.prices_updated"
@@ -78,6 +79,27 @@ class DeviceCommandAcknowledged(_Data):
     reason: str | None = None
     applied: dict[str, Any] = Field(default_factory=dict)
     at: AwareDatetime
+
+
+class SiteStateMeasured(_Data):
+    """A site's measured state over one interval (``window_start``..``window_end``), from the telemetry
+    device-service ingested: at most one event per site per interval. Powers are the means over the
+    window of each device's samples, summed over the site's devices (signs as in ARCHITECTURE §3);
+    ``soc_pct`` is the newest reading (the mean over the site's batteries), taken at ``measured_at``.
+    A value is None when no device of the site reported it in the window."""
+
+    org_id: uuid.UUID
+    site_id: uuid.UUID
+    measured_at: AwareDatetime = Field(description="time of the newest sample in the window")
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    soc_pct: float | None = Field(default=None, ge=0, le=100)
+    battery_power_w: float | None = Field(default=None, description="> 0 discharging, < 0 charging")
+    load_power_w: float | None = None
+    pv_power_w: float | None = None
+    grid_power_w: float | None = Field(default=None, description="> 0 import, < 0 export")
+    samples: int = Field(ge=1)
+    devices: int = Field(ge=1)
 
 
 class AlertSeverity(StrEnum):
@@ -216,6 +238,7 @@ EVENT_DATA: dict[EventType, type[_Data]] = {
     EventType.DEVICE_REGISTERED: DeviceRegistered,
     EventType.DEVICE_STATUS_CHANGED: DeviceStatusChanged,
     EventType.DEVICE_COMMAND_ACKNOWLEDGED: DeviceCommandAcknowledged,
+    EventType.SITE_STATE_MEASURED: SiteStateMeasured,
     EventType.ALERT_RAISED: AlertRaised,
     EventType.ALERT_RESOLVED: AlertResolved,
     EventType.MARKET_PRICES_UPDATED: MarketPricesUpdated,

@@ -35,6 +35,17 @@ class TelemetrySink(Protocol):
     async def record_telemetry(self, samples: Sequence[Sample], /) -> None: ...
 
 
+class Sinks:
+    """Several sinks as one (presence, per-site measured state), called in order."""
+
+    def __init__(self, *sinks: TelemetrySink) -> None:
+        self._sinks = sinks
+
+    async def record_telemetry(self, samples: Sequence[Sample], /) -> None:
+        for sink in self._sinks:
+            await sink.record_telemetry(samples)
+
+
 class TelemetryIngest:
     def __init__(
         self,
