@@ -129,17 +129,29 @@ class AlertResolved(_Data):
 class PricePoint(_Data):
     start: AwareDatetime
     end: AwareDatetime
-    price_p_per_kwh: float
+    price_p_per_kwh: float = Field(
+        description="price per kWh in the minor unit of the event's currency (pence for GBP, cents for EUR)"
+    )
+    price: float | None = Field(
+        default=None, description="the provider's own figure, in the event's currency and unit (e.g. EUR/MWh)"
+    )
 
 
 class MarketPricesUpdated(_Data):
-    """Prices for a market/region; ``direction`` import or export."""
+    """Prices for a market/region; ``direction`` import or export.
+
+    ``price_p_per_kwh`` of every point is in the minor unit of ``currency`` per kWh (GBP → pence, EUR →
+    cents); ``unit`` names the unit of each point's optional ``price`` (the provider's own figure).
+    Events without ``currency``/``unit`` mean GBP pence per kWh, as before."""
 
     market: str = Field(description="e.g. octopus-agile")
     region: str | None = None
     direction: str = Field(pattern="^(import|export)$")
     prices: list[PricePoint] = Field(min_length=1)
     published_at: AwareDatetime
+    currency: str = Field(default="GBP", pattern="^[A-Z]{3}$", description="ISO 4217")
+    unit: str = Field(default="p/kWh", max_length=20, description="unit of each point's price, e.g. EUR/MWh")
+    version: int | None = Field(default=None, ge=1, description="the publisher's version of this price set")
 
 
 class DispatchReceived(_Data):
@@ -175,25 +187,38 @@ class NivUpdated(_Data):
     niv_mwh: float
     system_sell_price_gbp_per_mwh: float | None = None
     system_buy_price_gbp_per_mwh: float | None = None
+    source: str | None = Field(default=None, description="elexon | modo")
+    start: AwareDatetime | None = Field(
+        default=None, description="the period's start (UTC), when the source says"
+    )
 
 
 class WeatherPoint(_Data):
     ts: AwareDatetime
     temperature_c: float | None = None
     cloud_cover_pct: float | None = None
-    irradiance_w_per_m2: float | None = None
+    irradiance_w_per_m2: float | None = Field(default=None, description="GHI, global horizontal")
+    dni_w_per_m2: float | None = Field(default=None, description="direct normal irradiance")
+    dhi_w_per_m2: float | None = Field(default=None, description="diffuse horizontal irradiance")
+    wind_speed_m_per_s: float | None = None
 
 
 class WeatherForecastUpdated(_Data):
+    """Irradiance and weather per hour; each point's values are the mean of the hour ending at ``ts``
+    (Open-Meteo's convention), temperature and wind instantaneous at ``ts``."""
+
     site_id: uuid.UUID
     provider: str
     points: list[WeatherPoint] = Field(min_length=1)
+    org_id: uuid.UUID | None = None
 
 
 class ForecastPoint(_Data):
     start: AwareDatetime
     end: AwareDatetime
-    load_kw: float = Field(ge=0)
+    load_kw: float | None = Field(
+        default=None, ge=0, description="absent: this forecast says nothing of load"
+    )
     pv_kw: float = Field(ge=0)
 
 

@@ -62,12 +62,13 @@ class PlanningConsumers:
             data.direction,
             [(p.start, p.end, p.price_p_per_kwh) for p in data.prices],
             data.published_at,
+            data.currency,
         )
         sites = await self.repo.sites_on_market(data.market, region, data.direction)
         n = await self.planning.request_replan(
             sites, f"{data.market} {data.direction} prices updated", f"event:{event.id}"
         )
-        log.info("%s %s prices: %d plan jobs enqueued", data.market, data.direction, n)
+        log.info("%s %s prices (%s): %d plan jobs enqueued", data.market, data.direction, data.currency, n)
 
     async def on_forecast(self, event: CloudEvent[Any]) -> None:
         data: ForecastUpdated = event.data

@@ -118,7 +118,7 @@ class Repository:
         ):
             await cur.execute(
                 "INSERT INTO tariffs (tariff_id, org_id, name, direction, kind, fixed_p_per_kwh, market, region, "
-                "standing_charge_p_per_day) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
+                "standing_charge_p_per_day, currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *",
                 (
                     tariff_id,
                     org_id,
@@ -129,6 +129,7 @@ class Repository:
                     t.get("market"),
                     t.get("region") or "",
                     t.get("standing_charge_p_per_day", 0.0),
+                    t.get("currency", "GBP"),
                 ),
             )
             row = await cur.fetchone()
@@ -190,24 +191,28 @@ class Repository:
         direction: str,
         points: list[tuple[datetime, datetime, float]],
         published_at: datetime,
+        currency: str = "GBP",
     ) -> int:
+        """``points`` in the minor unit of ``currency`` per kWh (pence, cents)."""
         async with self.pool.connection() as conn, conn.cursor() as cur:
             await cur.executemany(
-                "INSERT INTO prices (market, region, direction, start_at, end_at, p_per_kwh, published_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (market, region, direction, start_at) DO UPDATE "
-                "SET end_at = EXCLUDED.end_at, p_per_kwh = EXCLUDED.p_per_kwh, published_at = EXCLUDED.published_at",
-                [(market, region, direction, s, e, p, published_at) for s, e, p in points],
+                "INSERT INTO prices (market, region, direction, start_at, end_at, p_per_kwh, published_at, currency) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (market, region, direction, start_at) DO UPDATE "
+                "SET end_at = EXCLUDED.end_at, p_per_kwh = EXCLUDED.p_per_kwh, published_at = EXCLUDED.published_at, "
+                "currency = EXCLUDED.currency",
+                [(market, region, direction, s, e, p, published_at, currency) for s, e, p in points],
             )
         return len(points)
 
     async def prices(
-        self, market: str, region: str, direction: str, start: datetime, end: datetime
+        self, market: str, region: str, direction: str, start: datetime, end: datetime, currency: str = "GBP"
     ) -> dict[datetime, float]:
+        """Known prices in ``currency`` (a tariff is planned only from prices in its own currency)."""
         async with self.pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute(
                 "SELECT start_at, p_per_kwh FROM prices WHERE market = %s AND region = %s AND direction = %s "
-                "AND start_at >= %s AND start_at < %s ORDER BY start_at",
-                (market, region, direction, start, end),
+                "AND start_at >= %s AND start_at < %s AND currency = %s ORDER BY start_at",
+                (market, region, direction, start, end, currency),
             )
             return dict(await cur.fetchall())
 
@@ -222,13 +227,15 @@ class Repository:
 
     # --- forecasts, dispatches ----------------------------------------------------------------------
     async def upsert_forecast(
-        self, site_id: uuid.UUID, model: str, points: list[tuple[datetime, datetime, float, float]]
+        self, site_id: uuid.UUID, model: str, points: list[tuple[datetime, datetime, float | None, float]]
     ) -> None:
+        """A point without load (a PV-only forecast) keeps the load a previous forecast gave."""
         async with self.pool.connection() as conn, conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO forecasts (site_id, start_at, end_at, load_kw, pv_kw, model) VALUES "
                 "(%s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at, "
-                "load_kw = EXCLUDED.load_kw, pv_kw = EXCLUDED.pv_kw, model = EXCLUDED.model, received_at = now()",
+                "load_kw = COALESCE(EXCLUDED.load_kw, forecasts.load_kw), pv_kw = EXCLUDED.pv_kw, "
+                "model = EXCLUDED.model, received_at = now()",
                 [(site_id, s, e, lo, pv, model) for s, e, lo, pv in points],
             )
 

@@ -60,6 +60,11 @@ class TariffIn(BaseModel):
     market: str | None = None
     region: str | None = None
     standing_charge_p_per_day: float = 0.0
+    currency: str = Field(
+        default="GBP",
+        pattern="^[A-Z]{3}$",
+        description="ISO 4217; every p_per_kwh is its minor unit (pence, cents)",
+    )
 
     @model_validator(mode="after")
     def _kind(self) -> TariffIn:
@@ -81,6 +86,7 @@ class TariffOut(BaseModel):
     market: str | None
     region: str
     standing_charge_p_per_day: float
+    currency: str = "GBP"
 
 
 class EmergencyStopIn(BaseModel):

@@ -140,13 +140,21 @@ class PlanningService:
             raise Unprocessable(f"site {site['site_id']} has no import tariff")
         known = None
         if row["kind"] == "dynamic":
+            currency = row.get("currency", "GBP")
             known = await self.repo.prices(
-                row["market"], row["region"], direction, start - timedelta(days=8), start + timedelta(days=3)
+                row["market"],
+                row["region"],
+                direction,
+                start - timedelta(days=8),
+                start + timedelta(days=3),
+                currency,
             )
             if not known:
                 if not required:
                     return np.zeros(slots), slots
-                raise Unprocessable(f"no {row['market']} {direction} prices known for site {site['site_id']}")
+                raise Unprocessable(
+                    f"no {row['market']} {direction} prices in {currency} known for site {site['site_id']}"
+                )
         prices, forecast = slot_prices(_tariff(row, known), start, self.slot_minutes, slots, site["timezone"])
         return prices, int(forecast.sum())
 
