@@ -442,7 +442,7 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
             ),
             source="/bench/trading",
         )
-        started = time.monotonic()
+        started, started_at = time.monotonic(), datetime.now(UTC)
         await bus.publish(event)
         try:
             await asyncio.wait_for(done.wait(), timeout=1800)
@@ -451,7 +451,7 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
         elapsed = time.monotonic() - started
         cpu = meter.ms_per(max(1, len(seen)))
         load = _loadavg()
-        enqueued = await _jobs_timeline()
+        enqueued = await _jobs_timeline(started_at)
         procs.stop()
         breakdown = await _breakdown(sample, bus)
     finally:
@@ -475,8 +475,8 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
     }
 
 
-async def _jobs_timeline() -> dict[str, Any]:
-    """What plan_jobs recorded: rows, workers, and how the work spread over them."""
+async def _jobs_timeline(since: datetime) -> dict[str, Any]:
+    """What plan_jobs recorded since ``since``: how the work spread over the workers."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(
@@ -484,7 +484,8 @@ async def _jobs_timeline() -> dict[str, Any]:
     ) as conn:
         cur = await conn.execute(
             "SELECT worker, count(*), extract(epoch FROM max(published_at) - min(created_at)) "
-            "FROM plan_jobs GROUP BY worker ORDER BY worker"
+            "FROM plan_jobs WHERE created_at >= %s GROUP BY worker ORDER BY worker",
+            (since,),
         )
         rows = await cur.fetchall()
     return {"per_worker": {str(w): int(c) for w, c, _ in rows}}
