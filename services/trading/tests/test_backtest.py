@@ -26,7 +26,8 @@ def synthetic(days: int, seed: int = 1, start: datetime = datetime(2022, 3, 1, t
     price = 20 + 12 * np.sin((hod - 11) / 24 * 2 * np.pi) + rng.normal(0, 3, n)
     load = 0.4 + 0.3 * (hod > 17) + rng.uniform(0, 0.2, n)
     pv = np.maximum(0, 3 * np.sin((hod - 6) / 12 * np.pi)) * rng.uniform(0.3, 1, n)
-    return BacktestInput(times, 30, price, np.full(n, 5.0), load, pv)
+    export = 0.5 * price + rng.normal(0, 2, n)  # varies: its publication rule is tested too
+    return BacktestInput(times, 30, price, export, load, pv)
 
 
 def test_published_prices_appear_at_16_london_dst_aware() -> None:
@@ -52,6 +53,7 @@ def test_backtest_cannot_see_the_future(tmp_path: Path) -> None:
     cut = change_day * 48  # data differ from 4 March 00:00 UTC (= London time before BST)
     rng = np.random.default_rng(99)
     b.import_price[cut:] = rng.uniform(-10, 80, len(b) - cut)
+    b.export_price[cut:] = rng.uniform(-5, 60, len(b) - cut)
     b.load_kw[cut:] *= 3.0
     b.pv_kw[cut:] *= 0.1
     # through files, as the CLI reads them
@@ -59,6 +61,7 @@ def test_backtest_cannot_see_the_future(tmp_path: Path) -> None:
     write_input(b, tmp_path / "b.csv")
     a, b = read_input(tmp_path / "a.csv"), read_input(tmp_path / "b.csv")
     assert np.array_equal(a.import_price[:cut], b.import_price[:cut])
+    assert np.array_equal(a.export_price[:cut], b.export_price[:cut])
     cfg = BacktestConfig(replan_every=1)
     ra, _ = run_optimiser(a, cfg)
     rb, _ = run_optimiser(b, cfg)
@@ -69,6 +72,14 @@ def test_backtest_cannot_see_the_future(tmp_path: Path) -> None:
     assert np.array_equal(ra.soc_pct[:published], rb.soc_pct[:published])
     # and the futures really were different, so the plans diverge afterwards
     assert not np.array_equal(ra.battery_kw[published:], rb.battery_kw[published:])
+
+    # export prices alone obey the same publication rule
+    e = synthetic(days)
+    e.export_price[cut:] = rng.uniform(-5, 60, len(e) - cut)
+    write_input(e, tmp_path / "e.csv")
+    re_, _ = run_optimiser(read_input(tmp_path / "e.csv"), cfg)
+    assert np.array_equal(ra.battery_kw[:published], re_.battery_kw[:published])
+    assert not np.array_equal(ra.battery_kw[published:], re_.battery_kw[published:])
 
     # load/PV changes alone are invisible until they happen
     c = synthetic(days)

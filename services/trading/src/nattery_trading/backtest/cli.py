@@ -34,9 +34,6 @@ def backtest(
     degradation_p_per_kwh: Annotated[float, typer.Option(help="wear cost per kWh cycled")] = 2.0,
     initial_soc_pct: Annotated[float, typer.Option()] = 50.0,
     replan_every: Annotated[int, typer.Option(help="re-plan every N slots")] = 1,
-    execution: Annotated[
-        str, typer.Option(help="modes (inverter modes) or power (fixed first-slot power)")
-    ] = "modes",
     chart_week: Annotated[str | None, typer.Option(help="ISO week for the PNG, e.g. 2022-W27")] = None,
     chart_start: Annotated[str | None, typer.Option(help="first day of the PNG's week, YYYY-MM-DD")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -45,8 +42,6 @@ def backtest(
     from nattery_trading.backtest.chart import write_week_chart
     from nattery_trading.backtest.engine import BacktestConfig, run_all
 
-    if execution not in ("modes", "power"):
-        raise typer.BadParameter("--execution must be modes or power")
     data = read_input(input_file)
     battery = Battery(
         capacity_kwh=capacity_kwh,
@@ -58,9 +53,7 @@ def backtest(
         soc_max_pct=soc_max_pct,
         degradation_p_per_kwh=degradation_p_per_kwh,
     )
-    cfg = BacktestConfig(
-        battery=battery, initial_soc_pct=initial_soc_pct, replan_every=replan_every, execution=execution
-    )
+    cfg = BacktestConfig(battery=battery, initial_soc_pct=initial_soc_pct, replan_every=replan_every)
     summary, run = run_all(data, cfg, show_progress=progress)
     summary["input"] = str(input_file)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,8 @@ from nattery_shared.rabbit import EventBus
 from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key
 from nattery_trading.forecasting import Forecaster, SameSlotLastWeeks, SameTimeLastDays
 from nattery_trading.forecasting.site import site_forecast
+from nattery_trading.measured.repository import MeasuredStates
+from nattery_trading.measured.service import PlanStartSource
 from nattery_trading.optimiser import (
     Battery,
     DemandCharge,
@@ -47,6 +49,7 @@ from nattery_trading.optimiser import (
     WindowMode,
     solve,
 )
+from nattery_trading.optimiser.instruction import slot_instruction
 from nattery_trading.optimiser.model import StrategyKind
 from nattery_trading.planning.repository import Repository, Row
 from nattery_trading.tariffs.pricing import Tariff, TouRate, slot_prices
@@ -68,16 +71,6 @@ def floor_slot(t: datetime, slot_minutes: int) -> datetime:
     t = t.astimezone(UTC)
     minutes = (t.hour * 60 + t.minute) // slot_minutes * slot_minutes
     return t.replace(hour=minutes // 60, minute=minutes % 60, second=0, microsecond=0)
-
-
-def slot_mode(plan: Plan, i: int, eps: float = 0.02) -> BatteryMode:
-    """The inverter mode of a planned slot (see the back-test's ``inverter_mode``)."""
-    b = float(plan.battery_power_kw[i])
-    if abs(b) <= eps:
-        return BatteryMode.HOLD
-    if b > 0:
-        return BatteryMode.DISCHARGE if plan.export_kw[i] > eps else BatteryMode.SELF_CONSUMPTION
-    return BatteryMode.CHARGE if plan.import_kw[i] > eps else BatteryMode.SELF_CONSUMPTION
 
 
 def _tariff(row: Row, known: dict[datetime, float] | None = None) -> Tariff:
@@ -112,8 +105,11 @@ class PlanningService:
         forecast_history_days: float = 28.0,
         load_forecaster: Forecaster | None = None,
         pv_forecaster: Forecaster | None = None,
+        measured_state_max_age_s: float = 300.0,
     ) -> None:
         self.repo = repo
+        # Where each plan starts: the measured state (site.state_measured), or the reason it is not.
+        self.plan_start = PlanStartSource(MeasuredStates(repo.pool), max_age_s=measured_state_max_age_s)
         self.bus = bus
         self.slot_minutes = slot_minutes
         self.validity = timedelta(hours=schedule_validity_h)
@@ -183,6 +179,8 @@ class PlanningService:
         imp, _ = await self._prices(site, "import", start, slots, prices_required)
         exp_, _ = await self._prices(site, "export", start, slots, prices_required)
         load, pv, forecast_meta = await self._forecast(site, start, slots)
+        begin = await self.plan_start.plan_start(site, now, start, self.slot_minutes, load, pv, forecast_meta)
+        load, pv = begin.load_kw, begin.pv_kw
         end = start + timedelta(minutes=self.slot_minutes * slots)
         dispatches = tuple(
             Dispatch(d["start_at"], d["end_at"], d["battery_power_kw"], str(d["dispatch_id"]))
@@ -214,7 +212,7 @@ class PlanningService:
             export_price_p_per_kwh=exp_,
             load_kw=load,
             pv_kw=pv,
-            initial_soc_pct=float(site["soc_pct"]) if site["soc_pct"] is not None else 50.0,
+            initial_soc_pct=begin.soc_pct,
             battery=Battery(
                 capacity_kwh=site["capacity_kwh"],
                 max_charge_kw=site["max_charge_kw"],
@@ -319,7 +317,8 @@ class PlanningService:
             {
                 "start_at": inp.start + step * i,
                 "end_at": inp.start + step * (i + 1),
-                "mode": slot_mode(plan, i).value,
+                # the one slot -> edge instruction mapping, shared with the back-test
+                "mode": slot_instruction(plan, i).mode.value,
                 "battery_power_kw": round(float(plan.battery_power_kw[i]), 4),
                 "soc_pct": round(float(plan.soc_pct[i]), 3),
                 "grid_kw": round(float(plan.grid_kw[i]), 4),
