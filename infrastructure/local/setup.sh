@@ -45,13 +45,16 @@ ensure_packages() {
     pg_ctlcluster:postgresql psql:postgresql redis-server:redis-server rabbitmq-server:rabbitmq-server \
     mosquitto:mosquitto mosquitto_passwd:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb \
     nginx:nginx-light socat:socat docker-compose:docker-compose openssl:openssl envsubst:gettext-base \
-    curl:curl; do
+    curl:curl cc:gcc; do
     cmd="${pair%%:*}"
     pkg="${pair#*:}"
     if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ] && [ ! -x "/usr/bin/$cmd" ]; then
       [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
     fi
   done
+  # Headers for building the broker plugin (infrastructure/mosquitto/plugin/).
+  [ -f /usr/include/mosquitto_plugin.h ] || missing+=(mosquitto-dev)
+  [ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -207,10 +210,23 @@ ensure_mosquitto_certs() {
   )
 }
 
+# The site-guard plugin (client ids in the site's namespace, no shared subscriptions for sites):
+# rebuilt when its source is newer than the library. Returns 0 when it was (re)built.
+build_site_guard() {
+  local src="$INFRA/mosquitto/plugin/nattery_site_guard.c" so="$VAR/mosquitto/nattery_site_guard.so"
+  if [ -s "$so" ] && [ "$so" -nt "$src" ]; then return 1; fi
+  log "building the Mosquitto plugin var/mosquitto/nattery_site_guard.so"
+  cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$so.tmp" "$src" || die "cannot build $src"
+  mv "$so.tmp" "$so"
+  return 0
+}
+
 ensure_mosquitto() {
   local dir="$VAR/mosquitto" pidfile="$VAR/mosquitto/mosquitto.pid" changed=0
   mkdir -p "$dir/data" "$LOG"
   ensure_mosquitto_certs
+  # A plugin is loaded once at start: a new build needs a restart, not a SIGHUP.
+  build_site_guard && changed=1
   if [ ! -s "$dir/passwd" ]; then
     touch "$dir/passwd"
     chmod 600 "$dir/passwd"

@@ -5,6 +5,8 @@ Checked against mosquitto 2.0.11 (Debian 12). Two findings the tests pin down:
   src/security_default.c), so a site subscribing under another prefix gets SUBACK QoS 1, not 0x80;
   the ACL is enforced when messages are delivered (read access), so nothing reaches it;
 - a publish outside the site's prefix is acknowledged (PUBACK) and silently dropped.
+The site-guard plugin (infrastructure/mosquitto/plugin/) adds: a site connects only with the client id
+`<slug>` or `<slug>.<name>`, and may not join any `$share` group (tests/security/test_site_isolation.py).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def client(username: str, password: str, *, port: int = MQTT_PORT, **kwargs: obj
         port,
         username=username,
         password=password,
-        identifier=f"{username}-{uuid.uuid4().hex[:8]}",
+        identifier=f"{username}.{uuid.uuid4().hex[:8]}",  # a site: `<slug>.<name>` (site guard)
         timeout=5,
         **kwargs,  # type: ignore[arg-type]
     )

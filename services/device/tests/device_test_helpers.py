@@ -124,7 +124,9 @@ class SiteClient:
 
     def __init__(self, username: str, password: str, *, client_id: str | None = None) -> None:
         self.username = username
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or unique("site-client"))
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id or f"{username}.{unique('client')}"
+        )
         self.client.username_pw_set(username, password)
         self.connect_rc: Any = None
         self.disconnected = threading.Event()

@@ -165,7 +165,8 @@ class MqttLink:
             "port": m.port,
             "username": m.username,
             "password": m.password.get_secret_value() if m.password else None,
-            "identifier": f"nattery-bridge-{self.settings.site}-{self.settings.device}",
+            # The broker admits a site only under client ids `<site>` / `<site>.<name>` (site-guard plugin).
+            "identifier": f"{self.settings.site}.bridge-{self.settings.device}",
             "clean_session": False,  # the broker keeps commands while we are away (expiry guards them)
             "keepalive": m.keepalive_s,
             "timeout": m.publish_timeout_s,

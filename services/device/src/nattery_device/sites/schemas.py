@@ -23,6 +23,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# A site's slug is its MQTT username: it must never be a broker service account (provisioning it would
+# replace that account's password, and the broker's site guard exempts service accounts).
+RESERVED_SLUGS = frozenset({"device-service"})
+
+
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_SLUGS:
+        raise ValueError(f"slug {value!r} is reserved for a broker service account")
+    return value
+
+
 class SiteCreate(_In):
     slug: Slug
     name: str = Field(min_length=1, max_length=200)
@@ -33,6 +44,7 @@ class SiteCreate(_In):
     safety_limits: SafetyLimits
 
     _tz = field_validator("timezone")(_check_timezone)
+    _slug = field_validator("slug")(_not_reserved)
 
 
 class SiteUpdate(_In):
