@@ -182,6 +182,10 @@ def setup_fleet_db(
         with contextlib.suppress(psycopg.Error), psycopg.connect(_dsn(FLEET_DB)) as conn:
             row = conn.execute("SELECT count(*) FROM trading.sites").fetchone()
             if row is not None and row[0] == n:
+                # the tree's newer migrations, if any
+                migrations.upgrade(
+                    REPO / "services/trading/src/nattery_trading/migrations", _dsn(FLEET_DB), SCHEMA
+                )
                 # not due for the periodic refresh while the bench runs
                 conn.execute("UPDATE trading.schedules SET valid_until = now() + interval '2 hours'")
                 conn.commit()
