@@ -16,6 +16,7 @@ from nattery_shared.app import create_app as create_service_app
 from nattery_shared.rabbit import EventBus
 from nattery_shared.resources import open_resources
 from nattery_trading.fleet.site_plans import SitePlanQueue
+from nattery_trading.measured.consumers import SiteStateConsumer
 from nattery_trading.planning.consumers import PlanningConsumers
 from nattery_trading.planning.endpoints import router as planning_router
 from nattery_trading.planning.repository import Repository
@@ -44,6 +45,7 @@ def build_planning(
         worker_name=worker_name,
         drift_soc_pct=cfg.drift_soc_pct,
         forecast_history_days=cfg.forecast_history_days,
+        measured_state_max_age_s=cfg.measured_state_max_age_s,
     )
 
 
@@ -71,6 +73,9 @@ def create_app(settings: TradingSettings | None = None) -> FastAPI:
                 await queue.consume(planning.run_job)
             await SiteRegistryConsumer(sites, cfg.sites_queue).register(resources.bus)
             await PlanningConsumers(planning).register(resources.bus)
+            await SiteStateConsumer(planning.plan_start.states, planning, cfg.site_states_queue).register(
+                resources.bus
+            )
             periodic = asyncio.create_task(planning.run_periodic(cfg.replan_interval_s), name="replan-due")
             try:
                 yield {**resources.as_state(), "planning": planning, "sites": sites, "site_plans": queue}

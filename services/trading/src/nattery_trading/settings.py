@@ -28,6 +28,11 @@ class TradingSection(BaseModel):
     drift_soc_pct: float = Field(default=10.0, gt=0, le=100)
     # How much recorded load/PV history the baseline forecasts use.
     forecast_history_days: float = Field(default=28.0, gt=0, le=400)
+    # A plan starts from the battery's measured SOC (site.state_measured) when it is at most this old;
+    # an older or missing one is planned around and named on the schedule (forecast.initial_state).
+    measured_state_max_age_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Quorum queue of device-service's site.state_measured (measured/consumers.py).
+    site_states_queue: str = "trading.site_states"
 
 
 class TradingSettings(ServiceSettings):

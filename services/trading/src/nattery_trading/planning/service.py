@@ -35,6 +35,8 @@ from nattery_shared.rabbit import EventBus
 from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key
 from nattery_trading.forecasting import Forecaster, SameSlotLastWeeks, SameTimeLastDays
 from nattery_trading.forecasting.site import site_forecast
+from nattery_trading.measured.repository import MeasuredStates
+from nattery_trading.measured.service import PlanStartSource
 from nattery_trading.optimiser import (
     Battery,
     DemandCharge,
@@ -103,8 +105,11 @@ class PlanningService:
         forecast_history_days: float = 28.0,
         load_forecaster: Forecaster | None = None,
         pv_forecaster: Forecaster | None = None,
+        measured_state_max_age_s: float = 300.0,
     ) -> None:
         self.repo = repo
+        # Where each plan starts: the measured state (site.state_measured), or the reason it is not.
+        self.plan_start = PlanStartSource(MeasuredStates(repo.pool), max_age_s=measured_state_max_age_s)
         self.bus = bus
         self.slot_minutes = slot_minutes
         self.validity = timedelta(hours=schedule_validity_h)
@@ -174,6 +179,8 @@ class PlanningService:
         imp, _ = await self._prices(site, "import", start, slots, prices_required)
         exp_, _ = await self._prices(site, "export", start, slots, prices_required)
         load, pv, forecast_meta = await self._forecast(site, start, slots)
+        begin = await self.plan_start.plan_start(site, now, start, self.slot_minutes, load, pv, forecast_meta)
+        load, pv = begin.load_kw, begin.pv_kw
         end = start + timedelta(minutes=self.slot_minutes * slots)
         dispatches = tuple(
             Dispatch(d["start_at"], d["end_at"], d["battery_power_kw"], str(d["dispatch_id"]))
@@ -205,7 +212,7 @@ class PlanningService:
             export_price_p_per_kwh=exp_,
             load_kw=load,
             pv_kw=pv,
-            initial_soc_pct=float(site["soc_pct"]) if site["soc_pct"] is not None else 50.0,
+            initial_soc_pct=begin.soc_pct,
             battery=Battery(
                 capacity_kwh=site["capacity_kwh"],
                 max_charge_kw=site["max_charge_kw"],
