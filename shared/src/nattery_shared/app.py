@@ -159,7 +159,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     description: str = "",
 ) -> FastAPI:
-    configure_logging(settings.service_name, settings.log_level)
+    configure_logging(settings.service_name, settings.log_level, environment=settings.environment.value)
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
