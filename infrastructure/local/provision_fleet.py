@@ -1,10 +1,15 @@
-"""Register the simulated fleet of `make run` through the gateway, as an operator would.
+"""Register and configure the simulated fleet of `make run` through the gateway, as an operator would.
 
 For each site ``<prefix>-NNN``: create it in device-service (with its safety limits) unless it exists,
 register its inverter, and write ``var/sites/<slug>/bridge.env`` with the site's MQTT password (shown
 once by the API; rotated if the local file was lost). The simulated fleet's bridges read that file.
+Then configure what makes it trade: in trading the battery (the simulator's own size, from
+``nattery_sim.fleet.site_params``), an Agile import and Agile Outgoing export tariff and an arbitrage
+strategy; in the integration service the site's location and PV array, and once per org an Octopus
+connection (region J), whose price job publishes the prices trading plans on. Every step is idempotent.
 
     uv run python infrastructure/local/provision_fleet.py --sites 3
+    uv run python infrastructure/local/provision_fleet.py --sites 3 --status   # what the fleet is doing
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import argparse
 import re
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from nattery_sim.fleet import site_params
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {
@@ -27,6 +35,19 @@ LIMITS = {
     "battery_temp_min_c": 0,
     "battery_temp_max_c": 50,
     "export_limit_w": 3680,
+}
+MARKET = "octopus-agile"  # the integration service's market name for Octopus Agile prices
+REGION = "J"  # the bundled Agile prices (and the replay) are region J
+IMPORT_PRODUCT = "AGILE-24-10-01"
+EXPORT_PRODUCT = "AGILE-OUTGOING-19-05-13"
+TARIFFS = {
+    "import": {"name": f"Octopus Agile {REGION}", "kind": "dynamic", "market": MARKET, "region": REGION},
+    "export": {
+        "name": f"Octopus Agile Outgoing {REGION}",
+        "kind": "dynamic",
+        "market": MARKET,
+        "region": REGION,
+    },
 }
 
 
@@ -52,6 +73,92 @@ def write_bridge_env(site_dir: Path, password: str) -> None:
     lines += [f"NATTERY_BRIDGE_LIMITS__{k.upper()}={v}" for k, v in LIMITS.items()]
     env.write_text("\n".join(lines) + "\n")
     env.chmod(0o600)
+
+
+def until_known(call: Any, what: str, wait_s: float = 60.0) -> httpx.Response:
+    """Retry a call answered 404 while a service has not yet learnt the site (device.registered is an
+    event: trading and integration hear of a new site within a second or two)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        response: httpx.Response = call()
+        if response.status_code != 404 or time.monotonic() > deadline:
+            if response.status_code >= 400:
+                raise SystemExit(f"provision_fleet: {what}: {response.status_code} {response.text[:300]}")
+            return response
+        time.sleep(0.5)
+
+
+def ensure_tariffs(client: httpx.Client) -> dict[str, str]:
+    """The org's Agile import and Outgoing export tariffs (created once), by direction."""
+    existing = client.get("/api/trading/tariffs").raise_for_status().json()
+    out: dict[str, str] = {}
+    for direction, spec in TARIFFS.items():
+        found = next((t for t in existing if t["name"] == spec["name"] and t["direction"] == direction), None)
+        if found is None:
+            found = (
+                client.post("/api/trading/tariffs", json={**spec, "direction": direction})
+                .raise_for_status()
+                .json()
+            )
+        out[direction] = found["tariff_id"]
+    return out
+
+
+def ensure_octopus_connection(client: httpx.Client) -> str:
+    """One Octopus connection per org: the integration service fetches its prices every 2 minutes (from
+    NATTERY_INTEGRATION__OCTOPUS__BASE_URL: the replay in `make run`, or the real API)."""
+    response = client.get("/api/integration/connections")
+    if response.status_code == 404:
+        raise SystemExit("provision_fleet: the integration service has no /connections route (yet)")
+    for c in response.raise_for_status().json():
+        if c["provider"] == "octopus":
+            return "octopus connection already there"
+    client.post(
+        "/api/integration/connections",
+        json={
+            "provider": "octopus",
+            "name": f"Octopus Agile {REGION}",
+            "settings": {
+                "product_code": IMPORT_PRODUCT,
+                "export_product_code": EXPORT_PRODUCT,
+                "region": REGION,
+            },
+        },
+    ).raise_for_status()
+    return "octopus connection created"
+
+
+def configure_site(client: httpx.Client, site_id: str, index: int, tariffs: dict[str, str]) -> None:
+    """Battery, tariffs and strategy in trading; location and PV array in integration."""
+    p = site_params(index)  # what the fleet's simulator of this site is (same index, same seed)
+    battery = {
+        "timezone": "Europe/London",
+        "capacity_kwh": p["capacity_kwh"],
+        "max_charge_kw": LIMITS["max_charge_w"] / 1000,
+        "max_discharge_kw": LIMITS["max_discharge_w"] / 1000,
+        "soc_min_pct": LIMITS["soc_min_pct"],
+        "soc_max_pct": LIMITS["soc_max_pct"],
+        "export_limit_kw": LIMITS["export_limit_w"] / 1000,
+    }
+    until_known(lambda: client.put(f"/api/trading/sites/{site_id}/battery", json=battery), "trading battery")
+    for direction, tariff_id in tariffs.items():
+        client.put(
+            f"/api/trading/sites/{site_id}/tariffs/{direction}", params={"tariff_id": tariff_id}
+        ).raise_for_status()
+    client.put(
+        f"/api/trading/sites/{site_id}/strategy", json={"kind": "arbitrage", "horizon_h": 36}
+    ).raise_for_status()
+    pv = {
+        # around London, a little apart so each site has its own weather point
+        "latitude": round(51.50 + 0.05 * index, 4),
+        "longitude": round(-0.12 - 0.07 * index, 4),
+        "kwp": p["pv_kwp"],
+        "tilt_deg": 35,
+        "azimuth_deg": 180,
+    }
+    until_known(
+        lambda: client.put(f"/api/integration/sites/{site_id}/pv-array", json=pv), "integration PV array"
+    )
 
 
 def provision(client: httpx.Client, slug: str, root: Path) -> str:
@@ -83,7 +190,88 @@ def provision(client: httpx.Client, slug: str, root: Path) -> str:
             f"/api/device/sites/{site['id']}/devices",
             json={"slug": "inverter-1", "kind": "inverter", "profile": "deye-sunsynk-1ph"},
         ).raise_for_status()
-    return outcome
+    return f"{site['id']} {outcome}"
+
+
+def _slot_now(schedule: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    slots: list[dict[str, Any]] = schedule["slots"]
+    for slot in slots:
+        if datetime.fromisoformat(slot["start_at"]) <= now < datetime.fromisoformat(slot["end_at"]):
+            return slot
+    return None
+
+
+def site_status(client: httpx.Client, site: dict[str, Any]) -> tuple[str, bool]:
+    """One line about a site (schedule version, planned action now, measured power and SOC) and whether
+    it has a schedule and its battery does what the slot plans."""
+    now = datetime.now(UTC)
+    r = client.get(f"/api/trading/sites/{site['id']}/schedule")
+    schedule = r.json() if r.status_code == 200 else None
+    measured = ""
+    measured_w: float | None = None
+    devices = client.get("/api/device/devices", params={"site_id": site["id"]})
+    for d in devices.json() if devices.status_code == 200 else []:
+        latest = client.get(f"/api/device/devices/{d['id']}/latest")
+        values = latest.json().get("values", {}) if latest.status_code == 200 else {}
+        if "battery_power_w" in values:
+            measured_w = float(values["battery_power_w"])
+            soc = values.get("battery_soc_pct")
+            measured = f"measured {measured_w / 1000:+.2f} kW" + (
+                f", SOC {soc:.1f}%" if soc is not None else ""
+            )
+    if schedule is None:
+        reason = (
+            "no schedule yet (waiting for prices)"
+            if r.status_code == 404
+            else f"schedule: HTTP {r.status_code}"
+        )
+        return f"{site['slug']}  {reason}; {measured or 'no telemetry yet'}", False
+    slot = _slot_now(schedule, now)
+    start = schedule.get("forecast", {}).get("initial_state", {}).get("source", "?")
+    if slot is None:
+        return f"{site['slug']}  schedule v{schedule['version']} has no slot now; {measured}", False
+    planned_kw = float(slot["battery_power_kw"])
+    line = (
+        f"{site['slug']}  schedule v{schedule['version']} (start SOC {start})  now {slot['mode']} "
+        f"{planned_kw:+.2f} kW until {slot['end_at'][11:16]}Z  {measured or 'no telemetry yet'}"
+    )
+    # Following: the measured power has the planned sign and size (self-consumption follows the load).
+    following = measured_w is not None and (
+        slot["mode"] == "self_consumption"
+        or abs(measured_w / 1000 - planned_kw) <= max(0.5, 0.25 * abs(planned_kw))
+    )
+    return line, following
+
+
+def status(client: httpx.Client, args: argparse.Namespace) -> int:
+    """Print each site's line; with --watch-s, poll until every site has a schedule and follows it."""
+    started = time.monotonic()
+    slugs = {f"{args.prefix}-{i:03d}" for i in range(1, args.sites + 1)}
+    printed: dict[str, str] = {}
+    while True:
+        sites = [
+            s for s in client.get("/api/device/sites", params={"limit": 1000}).json() if s["slug"] in slugs
+        ]
+        results = {s["slug"]: site_status(client, s) for s in sorted(sites, key=lambda s: s["slug"])}
+        done = len(results) == len(slugs) and all(ok for _, ok in results.values())
+        elapsed = time.monotonic() - started
+        if not args.watch_s or done or elapsed > args.watch_s:
+            for line, ok in results.values():
+                print(f"    {'ok ' if ok else '.. '}{line}", flush=True)
+            if args.watch_s:
+                verdict = (
+                    f"every site has a schedule and its battery moves as planned ({elapsed:.0f} s)"
+                    if done
+                    else f"not every site follows a schedule after {elapsed:.0f} s (see the lines above)"
+                )
+                print(f"  fleet: {verdict}", flush=True)
+            return 0 if done or not args.watch_s else 1
+        for slug, (line, _) in results.items():  # progress: a line when a site's state changes
+            key = line.split("  now ")[0]
+            if printed.get(slug) != key:
+                printed[slug] = key
+                print(f"  fleet: {line}", flush=True)
+        time.sleep(5)
 
 
 def main() -> int:
@@ -96,6 +284,15 @@ def main() -> int:
     parser.add_argument("--admin-file", type=Path, default=ROOT / "var/run/admin.txt")
     parser.add_argument("--root", type=Path, default=ROOT / "var/sites")
     parser.add_argument("--wait-s", type=float, default=180.0, help="how long to wait for the services")
+    parser.add_argument("--no-trading", action="store_true", help="register the sites only")
+    parser.add_argument("--status", action="store_true", help="print what each site is doing, then exit")
+    parser.add_argument(
+        "--watch-s",
+        type=float,
+        default=0.0,
+        help="with --status: poll until every site "
+        "has a schedule and moves as planned, for at most this long",
+    )
     args = parser.parse_args()
 
     email, password = read_admin(args.admin_file)
@@ -112,9 +309,34 @@ def main() -> int:
                 return 1
             time.sleep(1)
         login(client, email, password)
+        if args.status:
+            return status(client, args)
+        sites: list[tuple[str, str]] = []
         for i in range(1, args.sites + 1):
             slug = f"{args.prefix}-{i:03d}"
-            print(f"provision_fleet: {slug}: {provision(client, slug, args.root)}", flush=True)
+            site_id, outcome = provision(client, slug, args.root).split(" ", 1)
+            print(f"provision_fleet: {slug}: {outcome}", flush=True)
+            sites.append((slug, site_id))
+        if args.no_trading:
+            return 0
+        for _ in range(60):  # the services may still be starting: they answer readyz first
+            if all(client.get(f"/api/{s}/readyz").status_code == 200 for s in ("trading", "integration")):
+                break
+            time.sleep(1)
+        try:
+            tariffs = ensure_tariffs(client)
+            for i, (slug, site_id) in enumerate(sites):
+                configure_site(client, site_id, i, tariffs)
+                print(
+                    f"provision_fleet: {slug}: battery, Agile tariffs, arbitrage strategy, PV array",
+                    flush=True,
+                )
+            print(f"provision_fleet: {ensure_octopus_connection(client)}", flush=True)
+        except (SystemExit, httpx.HTTPError) as err:  # the sites exist: the fleet can run untraded
+            print(
+                f"provision_fleet: sites registered, but not configured for trading: {err}", file=sys.stderr
+            )
+            return 2
     return 0
 
 

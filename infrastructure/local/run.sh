@@ -37,13 +37,25 @@ else
   rm -f "$admin_file"
 fi
 
-# The Procfile, minus the fleet while its module does not exist.
+# The Procfile, minus the fleet (or the provider replay) while its module does not exist.
 procfile="$RUN_DIR/Procfile"
-if [ -f edge/inverter-sim/src/nattery_sim/fleet.py ]; then
-  grep -v '^#' Procfile >"$procfile"
-else
+drop=(-e '^#')
+fleet=1
+if [ ! -f edge/inverter-sim/src/nattery_sim/fleet.py ]; then
   log "edge/inverter-sim/src/nattery_sim/fleet.py does not exist yet: running without the simulated fleet"
-  grep -v -e '^#' -e '^fleet:' Procfile >"$procfile"
+  drop+=(-e '^fleet:')
+  fleet=0
+fi
+if [ ! -f services/integration/src/nattery_integration/replay/__main__.py ]; then
+  log "the provider replay (nattery_integration.replay) does not exist yet: no price feed"
+  drop+=(-e '^replay:')
+fi
+grep -v "${drop[@]}" Procfile >"$procfile"
+octopus_url="${NATTERY_INTEGRATION__OCTOPUS__BASE_URL:-}"
+if [ -n "$octopus_url" ]; then
+  prices="Octopus Agile from $octopus_url (NATTERY_INTEGRATION__OCTOPUS__BASE_URL)"
+else
+  prices="REPLAY of the bundled Agile prices (region J) on today's dates, http://127.0.0.1:8099/octopus/v1/"
 fi
 
 # The gateway runs in the foreground under honcho: stop the one setup.sh daemonised.
@@ -74,6 +86,7 @@ wait_ready() {
     influxdb      http://127.0.0.1:8086 (database nattery)
     rabbitmq      amqp://nattery:nattery-dev@127.0.0.1:5672/nattery
     postgres      postgresql://nattery:nattery-dev@127.0.0.1:5432/nattery
+    prices        $prices
 BANNER
   if [ "$admin_created" = 1 ]; then
     echo "    admin login (printed once; kept for the simulated fleet in $admin_file, mode 600):"
@@ -82,6 +95,14 @@ BANNER
     echo "    admin login   created on the first run: $admin_file"
   fi
   printf '  ================================================================\n  all services ready (Ctrl-C stops them)\n\n'
+  # Each simulated site: its schedule, what it should do now and what its battery does (polls the APIs
+  # until every site follows a schedule, at most 3 minutes; prices arrive within the integration
+  # service's 2-minute price job).
+  if [ "$fleet" = 1 ] && [ -s "$admin_file" ]; then
+    echo "  fleet: waiting for each simulated site's schedule (prices, plan, set_schedule, battery)"
+    uv run --no-sync python infrastructure/local/provision_fleet.py --sites "${NATTERY_FLEET_SITES:-3}" \
+      --status --watch-s 180 || true
+  fi
 }
 
 wait_ready &
