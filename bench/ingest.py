@@ -618,8 +618,8 @@ async def main() -> None:
                 round(percentile(five, 99), 1),
                 "ms",
                 target="< 100",
-                reference="the dashboard's day view: one request answered well inside a frame budget "
-                "of 100 ms",
+                reference="the same 5-field one-minute means on the raw points, straight to InfluxDB "
+                "(two parallel statements, no API): raw_points_straight_to_influx_*",
                 query="GET /devices/{id}/history, one day of 5 s data (17,280 points x 25 fields stored), "
                 "5 fields -> 1,440 one-minute means each, through the REST API (auth, PostgreSQL, InfluxDB), "
                 "sequential",
