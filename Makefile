@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 
 UV_VERSION ?= 0.13.8
-BENCHES := bench-bridge bench-ingest bench-auth bench-trading
+BENCHES := bench-bridge bench-ingest bench-auth bench-trading bench-integration
 
 .PHONY: .uv
 .uv: ## Check that uv is installed (installs it with pip when missing)

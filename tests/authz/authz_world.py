@@ -50,6 +50,8 @@ SECTION_OVERRIDES: dict[str, dict[str, Any]] = {
         "stream_auth_timeout_s": 1.0,
     },
     "user": {"consume_audit_events": False},
+    # connection tests call Elexon: a closed local port answers at once (no internet in tests)
+    "integration": {"elexon": {"base_url": "http://127.0.0.1:9/"}},
 }
 
 # Calls that destroy or lock out what they are called on: the required role gets a throwaway resource
@@ -60,6 +62,7 @@ DESTRUCTIVE = {
     ("device", "DELETE", "/devices/{device_id}"),
     ("trading", "POST", "/emergency-stops"),
     ("trading", "DELETE", "/emergency-stops/{stop_id}"),
+    ("integration", "DELETE", "/connections/{connection_id}"),
 }
 
 SAFETY_LIMITS = {
@@ -135,6 +138,7 @@ class OrgData:
     stopped_site_id: str = ""  # a trading site held by an active emergency stop
     stop_id: str = ""
     unclaimed_site_id: str = ""  # a device site (with a device) known to trading, no battery configured
+    connection_id: str = ""  # an integration connection (Elexon, no secrets needed)
 
 
 @dataclass
@@ -213,6 +217,8 @@ class World:
             call = await device_call(self, method, path, owner, throwaway)
         elif service == "trading":
             call = await trading_call(self, method, path, owner, throwaway)
+        elif service == "integration":
+            call = await integration_call(self, method, path, owner, throwaway)
         else:
             call = Call(path={n: str(uuid.uuid4()) for n in names}, body={})
         call.path = {n: call.path[n] for n in names}  # only what the route takes
@@ -254,6 +260,8 @@ async def world(test_issuer: TestIssuer) -> AsyncIterator[World]:
             world.data[org] = OrgData()
             await seed_device(world, org)
             await seed_trading(world, org)
+            world.data[org].connection_id = await integration_connection(world, org)
+            await seed_integration_site(world, org)
         yield world
 
 
@@ -551,6 +559,48 @@ async def trading_call(world: World, method: str, path: str, owner: uuid.UUID, f
                 "initial_soc_pct": 50,
                 "battery": BATTERY,
             }
+        case _:
+            call.body = {}
+    return call
+
+
+async def integration_connection(world: World, org: uuid.UUID) -> str:
+    """An Elexon connection of ``org``, made through the integration API."""
+    body = {"provider": "elexon", "name": unique("authz")}
+    return str((await world.api("integration", "POST", "/connections", A, org, json=body))["id"])
+
+
+PV_ARRAY = {"latitude": 51.75, "longitude": -1.25, "kwp": 5.0, "tilt_deg": 35, "azimuth_deg": 180}
+
+
+async def seed_integration_site(world: World, org: uuid.UUID, timeout_s: float = 30.0) -> None:
+    """The device site's PV array, once the integration service has consumed its ``device.registered``."""
+    from nattery_integration.sites.repository import SitesRepository
+
+    sites = SitesRepository(world.services["integration"].state["ctx"].pool)
+    site = world.data[org].site_id
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while await sites.org_of(uuid.UUID(site)) != org:
+        assert loop.time() < deadline, f"integration did not learn site {site} of org {org}"
+        await asyncio.sleep(0.1)
+    await world.api("integration", "PUT", f"/sites/{site}/pv-array", A, org, json=PV_ARRAY)
+
+
+async def integration_call(world: World, method: str, path: str, owner: uuid.UUID, fresh: bool) -> Call:
+    data = world.data[owner]
+    call = Call(path={"connection_id": data.connection_id, "provider": "elexon", "site_id": data.site_id})
+    if path == "/markets/prices":
+        call.query = {"market": "octopus-agile", "region": "J"}
+    if fresh and "{connection_id}" in path:
+        call.path["connection_id"] = await integration_connection(world, owner)
+    match method, path:
+        case "POST", "/connections":
+            call.body = {"provider": "elexon", "name": unique("authz")}
+        case "PATCH", "/connections/{connection_id}":
+            call.body = {"enabled": True}
+        case "PUT", "/sites/{site_id}/pv-array":
+            call.body = PV_ARRAY
         case _:
             call.body = {}
     return call

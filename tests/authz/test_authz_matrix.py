@@ -96,11 +96,24 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     ("user", "POST", "/api-tokens"): V,
     ("user", "DELETE", "/api-tokens/{token_id}"): V,
     ("user", "GET", "/audit"): A,
+    # integration
+    ("integration", "GET", "/providers"): V,
+    ("integration", "GET", "/jobs"): V,
+    ("integration", "GET", "/connections"): V,
+    ("integration", "POST", "/connections"): A,
+    ("integration", "GET", "/connections/{connection_id}"): V,
+    ("integration", "PATCH", "/connections/{connection_id}"): A,
+    ("integration", "DELETE", "/connections/{connection_id}"): A,
+    ("integration", "POST", "/connections/{connection_id}/test"): OP,
+    ("integration", "GET", "/markets/prices"): V,  # public market data, no org's
+    ("integration", "PUT", "/sites/{site_id}/pv-array"): A,
+    ("integration", "GET", "/sites/{site_id}/pv-array"): V,
+    ("integration", "POST", "/webhooks/{provider}"): PUBLIC,  # signed by the provider (HMAC), no token
 }
 # Every service's operational routes are public (the gateway does not expose /metrics or docs).
 OPS_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
 # Services whose required role must get a 2xx on real fixtures (the others have only ops routes).
-WITH_FIXTURES = {"device", "trading", "user"}
+WITH_FIXTURES = {"device", "trading", "user", "integration"}
 # Lists that must show the caller's own data (so "no other org's ids in it" is not said of an empty list).
 OWN_IN_LISTS: dict[tuple[str, str, str], Callable[[OrgData], str]] = {
     ("device", "GET", "/sites"): lambda d: d.site_id,
@@ -108,6 +121,7 @@ OWN_IN_LISTS: dict[tuple[str, str, str], Callable[[OrgData], str]] = {
     ("device", "GET", "/latest"): lambda d: d.device_id,
     ("trading", "GET", "/tariffs"): lambda d: d.import_tariff_id,
     ("trading", "GET", "/emergency-stops"): lambda d: d.stop_id,
+    ("integration", "GET", "/connections"): lambda d: d.connection_id,
 }
 
 
@@ -379,6 +393,8 @@ async def snapshot(world: World, org: uuid.UUID) -> dict[str, Any]:
         ("trading", f"/sites/{data.site_id}/schedule"),
         ("trading", "/tariffs"),
         ("trading", "/emergency-stops?active=false"),
+        ("integration", f"/connections/{data.connection_id}"),
+        ("integration", "/connections?limit=1000"),
     ):
         seen[f"{service} {url}"] = await world.api(service, "GET", url, A, org)
     repo = world.services["trading"].state["planning"].repo

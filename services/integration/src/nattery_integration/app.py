@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 
 from nattery_integration.areas import Area, discover
 from nattery_integration.connections.crypto import SecretBox
+from nattery_integration.connections.endpoints import router as connections_router
 from nattery_integration.context import IntegrationContext
 from nattery_integration.jobs.endpoints import router as jobs_router
 from nattery_integration.jobs.registry import JobRegistry
@@ -47,12 +48,14 @@ def create_app(
     areas: Sequence[Area] | None = None,
     provider_specs: Mapping[str, ProviderSpec] | None = None,
     provider_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    discover_areas: bool = True,
 ) -> FastAPI:
-    """``areas``: extra areas besides the discovered ones (tests); ``provider_specs``: replaces the
-    provider table (tests add a provider of their own); ``provider_transports``: inner transports."""
+    """``areas``: extra areas besides the discovered ones (tests); ``discover_areas=False`` leaves the
+    discovered ones out (plumbing tests); ``provider_specs``: replaces the provider table (tests add a
+    provider of their own); ``provider_transports``: inner transports."""
     settings = settings or get_settings()
     cfg = settings.integration
-    all_areas = [*discover(), *(areas or ())]
+    all_areas = [*(discover() if discover_areas else ()), *(areas or ())]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI, readiness: Readiness) -> AsyncIterator[Mapping[str, Any]]:
@@ -120,7 +123,7 @@ def create_app(
                         log.error("task %s did not stop within 10 s", task.get_name())
                 await clients.aclose()
 
-    routers: list[APIRouter] = [providers_router, jobs_router, webhooks_router]
+    routers: list[APIRouter] = [providers_router, jobs_router, connections_router, webhooks_router]
     for area in all_areas:
         routers.extend(area.routers)
     return create_service_app(

@@ -8,8 +8,10 @@
    ``Retry-After`` honoured (longer than the policy's ``max_retry_after_s``: ProviderRateLimited);
 5. metrics per provider and endpoint, and the shared health (last success / last error / breaker).
 
-Connectors name the endpoint for the metrics with a request extension, and may accept statuses that
-are answers for them rather than errors (e.g. ENTSO-E's 400 "no matching data"):
+Connectors name the endpoint for the metrics with a request extension (``endpoint``), may accept
+statuses that are answers for them rather than errors (``accept_status``, e.g. ENTSO-E's 400 "no
+matching data"), and may wait less for a rate-limit token than the provider's default
+(``max_rate_wait_s``, e.g. a user waiting on a connection test):
 
     response = await clients.get("octopus").get(
         f"products/{product}/electricity-tariffs/{tariff}/standard-unit-rates/",
@@ -165,7 +167,8 @@ class ProviderTransport(httpx.AsyncBaseTransport):
             await self._breaker_changed()
             raise ProviderUnavailable(name, str(err), endpoint=endpoint) from err
         try:
-            waited = await self.bucket.acquire()
+            max_wait = request.extensions.get("max_rate_wait_s")
+            waited = await self.bucket.acquire(None if max_wait is None else float(max_wait))
         except RateLimitWaitTooLong as err:
             self.breaker.release()
             PROVIDER_REQUESTS.labels(name, endpoint, "throttled").inc()

@@ -78,11 +78,13 @@ class RedisTokenBucket:
         wait_ms = await self._script(keys=[self._key], args=[self.limit.refill_per_s, self.limit.burst])
         return int(wait_ms) / 1000
 
-    async def acquire(self) -> float:
-        """Wait for a token; returns the seconds waited. Raises RateLimitWaitTooLong past ``max_wait_s``."""
+    async def acquire(self, max_wait_s: float | None = None) -> float:
+        """Wait for a token; returns the seconds waited. Raises RateLimitWaitTooLong when it would take
+        longer than ``max_wait_s`` (default: the bucket's)."""
+        limit_s = self._max_wait_s if max_wait_s is None else max_wait_s
         waited = 0.0
         while (wait_s := await self.try_take()) > 0:
-            if waited + wait_s > self._max_wait_s:
+            if waited + wait_s > limit_s:
                 raise RateLimitWaitTooLong(waited + wait_s)
             await asyncio.sleep(wait_s)
             waited += wait_s
