@@ -1,0 +1,1 @@
+"""Market prices (Octopus Agile, ENTSO-E day-ahead) and GB imbalance (Elexon, Modo)."""
