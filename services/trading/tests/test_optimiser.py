@@ -149,27 +149,79 @@ def test_manual_window_idle_and_charge() -> None:
     assert np.allclose(plan.battery_power_kw[2:8], 0.0)
 
 
+def _lp_columns(x: np.ndarray, t: int) -> dict[str, np.ndarray]:
+    """The solution's own columns (lp.py's layout), before anything is derived from them."""
+    from nattery_trading.optimiser import lp
+
+    def col(*blocks: int) -> np.ndarray:
+        return sum((x[b * t : (b + 1) * t] for b in blocks), np.zeros(t))
+
+    return {
+        "import": col(lp.GI, lp.GIX),
+        "export": col(lp.GE, lp.GEX),
+        "charge": col(lp.C),
+        "discharge": col(lp.D),
+        "curtailed": col(lp.CU),
+    }
+
+
 @pytest.mark.parametrize("exact", [False, True])
-def test_never_imports_and_exports_in_the_same_slot(exact: bool) -> None:
-    # negative import prices against a fixed 15p export: the LP relaxation would import and export at once
+def test_never_imports_and_exports_in_the_same_slot(exact: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # negative import prices against a fixed 15p export: the LP relaxation imports and exports at once
+    from nattery_trading.optimiser import lp
+
     rng = np.random.default_rng(3)
     pi = np.concatenate([rng.uniform(-5, 14, 24), rng.uniform(20, 35, 24)])
-    plan = solve(
-        plan_input(pi, pe=15.0, load=0.4, pv=0.3, soc=50, terminal_value_p_per_kwh=10.0), exact=exact
-    )
+    inp = plan_input(pi, pe=15.0, load=0.4, pv=0.3, soc=50, terminal_value_p_per_kwh=10.0)
+    # the bare relaxation really splits (so the assertions below can fail)
+    _, x0, _ = lp._solve(lp.build(inp), mip=False)
+    raw = _lp_columns(x0, 48)
+    assert (np.minimum(raw["import"], raw["export"]) > 1e-3).any()
+    # record the columns of the solution solve() keeps (its last HiGHS answer of the chosen model)
+    answers: list[np.ndarray] = []
+    real_solve = lp._solve
+
+    def recording(m: object, mip: bool) -> tuple[str, np.ndarray, float]:
+        out = real_solve(m, mip)  # type: ignore[arg-type]
+        answers.append(out[1])
+        return out
+
+    monkeypatch.setattr(lp, "_solve", recording)
+    plan = solve(inp, exact=exact)
     assert plan.status == "Optimal"
     assert plan.method != "lp"  # the relaxation was not exclusive: the fix kicked in
-    assert (np.minimum(plan.import_kw, plan.export_kw) < 1e-6).all()
-    assert (np.minimum(plan.charge_kw, plan.discharge_kw) < 1e-6).all()
+    assert plan.split_slots == ()
+    cols = next(
+        c
+        for c in (_lp_columns(a, 48) for a in reversed(answers))
+        if np.allclose(c["charge"], plan.charge_kw) and np.allclose(c["import"], plan.import_kw)
+    )
+    assert (np.minimum(cols["import"], cols["export"]) < 1e-6).all()
+    assert (np.minimum(cols["charge"], cols["discharge"]) < 1e-6).all()
+    # the plan reports those columns as they are, not netted
+    assert np.array_equal(plan.import_kw, cols["import"]) and np.array_equal(plan.export_kw, cols["export"])
     # energy balance holds slot by slot
     bal = (
-        plan.import_kw
-        - plan.export_kw
-        + plan.discharge_kw
-        - plan.charge_kw
-        - (0.4 - 0.3 + plan.curtailed_pv_kw)
+        cols["import"] - cols["export"] + cols["discharge"] - cols["charge"] - (0.4 - 0.3 + cols["curtailed"])
     )
     assert np.allclose(bal, 0.0, atol=1e-6)
+
+
+def test_a_split_that_survives_is_marked_not_netted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If neither the fix-up passes nor the exact model remove a split, the plan says so."""
+    from nattery_trading.optimiser import lp
+
+    rng = np.random.default_rng(3)
+    pi = np.concatenate([rng.uniform(-5, 14, 24), rng.uniform(20, 35, 24)])
+    inp = plan_input(pi, pe=15.0, load=0.4, pv=0.3, soc=50, terminal_value_p_per_kwh=10.0)
+    monkeypatch.setattr(lp, "_fix_modes", lambda *a: None)  # the fix-up does nothing
+    monkeypatch.setattr(lp, "FIX_PASSES", 0)
+    monkeypatch.setattr(lp, "_add_exclusivity", lambda *a: None)  # the "exact" model is the relaxation
+    plan = solve(inp)
+    assert plan.split_slots
+    i = plan.split_slots[0]
+    assert plan.import_kw[i] > 1e-5 and plan.export_kw[i] > 1e-5  # shown as solved, not netted away
+    assert "SPLIT" in plan.reasons[i]
 
 
 def test_direction_fix_is_close_to_the_mip() -> None:

@@ -34,6 +34,9 @@ def backtest(
     degradation_p_per_kwh: Annotated[float, typer.Option(help="wear cost per kWh cycled")] = 2.0,
     initial_soc_pct: Annotated[float, typer.Option()] = 50.0,
     replan_every: Annotated[int, typer.Option(help="re-plan every N slots")] = 1,
+    oracle_load_pv: Annotated[
+        bool, typer.Option(help="diagnostic: plan on the actual future load and PV (prices stay honest)")
+    ] = False,
     chart_week: Annotated[str | None, typer.Option(help="ISO week for the PNG, e.g. 2022-W27")] = None,
     chart_start: Annotated[str | None, typer.Option(help="first day of the PNG's week, YYYY-MM-DD")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -53,7 +56,12 @@ def backtest(
         soc_max_pct=soc_max_pct,
         degradation_p_per_kwh=degradation_p_per_kwh,
     )
-    cfg = BacktestConfig(battery=battery, initial_soc_pct=initial_soc_pct, replan_every=replan_every)
+    cfg = BacktestConfig(
+        battery=battery,
+        initial_soc_pct=initial_soc_pct,
+        replan_every=replan_every,
+        oracle_load_pv=oracle_load_pv,
+    )
     summary, run = run_all(data, cfg, show_progress=progress)
     summary["input"] = str(input_file)
     out_dir.mkdir(parents=True, exist_ok=True)

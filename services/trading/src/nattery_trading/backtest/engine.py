@@ -22,7 +22,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -57,6 +57,9 @@ class BacktestConfig:
     price_forecaster: Forecaster = field(default_factory=lambda: SameTimeLastDays(days=7))
     # the inverter model's integration step (s); the load and PV are one mean per slot
     step_s: float = 300.0
+    # diagnostic only: plan on the ACTUAL future load and PV (prices stay honest), to measure how much of
+    # the gap to perfect foresight is load/PV forecasting
+    oracle_load_pv: bool = False
 
 
 @dataclass
@@ -205,6 +208,9 @@ def plan_at(data: BacktestInput, cfg: BacktestConfig, k: int, soc_pct: float, kn
     export = _known_then_forecast(data.export_price, k, ke, h, data, cfg.price_forecaster)
     load_f = cfg.load_forecaster.forecast(data.load_kw[:k], data.times[k], data.slot_minutes, h)
     pv_f = cfg.pv_forecaster.forecast(data.pv_kw[:k], data.times[k], data.slot_minutes, h)
+    if cfg.oracle_load_pv:
+        m = min(h, len(data) - k)
+        load_f[:m], pv_f[:m] = data.load_kw[k : k + m], data.pv_kw[k : k + m]
     recent = data.import_price[max(0, ke - 7 * per_day) : ke]
     inp = PlanInput(
         start=data.times[k],
@@ -260,7 +266,10 @@ def run_optimiser(
 
 
 def run_perfect_foresight(data: BacktestInput, cfg: BacktestConfig) -> tuple[RunResult, Foresight]:
-    f = solve_foresight(data, cfg.battery, cfg.site, cfg.initial_soc_pct)
+    # the inverter charges PV up to its own maximum whatever soc_max says (no register holds soc_max):
+    # perfect foresight gets the same room, so it stays a bound on every executed run
+    room = replace(cfg.battery, soc_max_pct=max(cfg.battery.soc_max_pct, DeyeModel.inverter_max_soc_pct))
+    f = solve_foresight(data, room, cfg.site, cfg.initial_soc_pct)
     dt = data.slot_minutes / 60.0
     r = RunResult(
         f.battery_kw,
@@ -364,6 +373,7 @@ def summarise(
                 "pv": repr(cfg.pv_forecaster),
                 "price_beyond_published": repr(cfg.price_forecaster),
             },
+            "oracle_load_pv": cfg.oracle_load_pv,
             "terminal_value": f"quantile {cfg.terminal_quantile} of the last 7 days' known import prices "
             "/ charge efficiency",
         },

@@ -54,6 +54,7 @@ EPS_CYCLE = 1e-4
 EPS_CURTAIL = 1e-3
 TOL = 1e-6
 MIP_TIME_LIMIT_S = 1.0
+FIX_PASSES = 4  # re-solves fixing a slot by its net direction, before the exact model
 
 C, D, GI, GE, CU, S, GIX, GEX, FP, FN, SLO, SHI = range(12)
 NBLOCKS = 12
@@ -78,6 +79,7 @@ class _Model:
     ceil_kwh: float
     c_ub: FloatArray
     d_ub: FloatArray
+    held: np.ndarray  # idle must hold here (manual hold/idle window, zero-power dispatch)
 
     def add_rows(
         self, cols: list[np.ndarray], vals: list[FloatArray], lo: FloatArray, hi: FloatArray
@@ -104,13 +106,15 @@ class _Model:
         return idx
 
 
-def _slot_masks(inp: PlanInput) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per-slot charge/discharge upper bounds and forced battery power (NaN = free)."""
+def _slot_masks(inp: PlanInput) -> tuple[FloatArray, FloatArray, FloatArray, np.ndarray]:
+    """Per-slot charge/discharge upper bounds, forced battery power (NaN = free), and where the battery
+    must hold when idle (a manual hold/idle window, a zero-power dispatch)."""
     t = inp.slots
     b, strat = inp.battery, inp.strategy
     c_ub = np.full(t, b.max_charge_kw)
     d_ub = np.full(t, b.max_discharge_kw)
     forced = np.full(t, np.nan)
+    held = np.zeros(t, bool)
     if strat.kind == "self_consumption":
         net = inp.load_kw - inp.pv_kw
         c_ub = np.minimum(c_ub, np.maximum(-net, 0.0))
@@ -123,8 +127,10 @@ def _slot_masks(inp: PlanInput) -> tuple[FloatArray, FloatArray, FloatArray]:
             if w.mode == WindowMode.IDLE:
                 c_ub[m] = 0.0
                 d_ub[m] = 0.0
+                held[m] = True
             elif w.mode == WindowMode.HOLD:
                 d_ub[m] = 0.0
+                held[m] = True
             elif w.mode == WindowMode.CHARGE:
                 forced[m] = -abs(w.power_kw)
             else:
@@ -133,10 +139,11 @@ def _slot_masks(inp: PlanInput) -> tuple[FloatArray, FloatArray, FloatArray]:
             m = (starts < dsp.end.timestamp()) & (ends > dsp.start.timestamp())
             forced[m] = dsp.power_kw
     fm = ~np.isnan(forced)
+    held[fm] = forced[fm] == 0.0
     # A forced slot may use the battery's full power in either direction (the row pins the net).
     c_ub[fm] = b.max_charge_kw
     d_ub[fm] = b.max_discharge_kw
-    return c_ub, d_ub, forced
+    return c_ub, d_ub, forced, held
 
 
 def build(inp: PlanInput) -> _Model:
@@ -154,7 +161,7 @@ def build(inp: PlanInput) -> _Model:
     floor_kwh = min(floor_kwh, ceil_kwh)
     soft_soc = not (floor_kwh - TOL <= s0 <= ceil_kwh + TOL)
 
-    c_ub, d_ub, forced = _slot_masks(inp)
+    c_ub, d_ub, forced, held = _slot_masks(inp)
     fm = ~np.isnan(forced)
 
     ncol = NBLOCKS * t + 1
@@ -209,7 +216,7 @@ def build(inp: PlanInput) -> _Model:
         lb[peak_col] = max(dc.billed_peak_kw, 0.0)
         ub[peak_col] = _INF
 
-    m = _Model(ncol, cost, lb, ub, [], [], [], [], [], 0, None, forced, floor_kwh, ceil_kwh, c_ub, d_ub)
+    m = _Model(ncol, cost, lb, ub, [], [], [], [], [], 0, None, forced, floor_kwh, ceil_kwh, c_ub, d_ub, held)
     ar = np.arange(t)
 
     def col(k: int, idx: np.ndarray = ar) -> np.ndarray:
@@ -391,7 +398,7 @@ def solve(inp: PlanInput, *, explain: bool = True, exact: bool = False) -> Plan:
             g = np.asarray(inp.load_kw) - np.asarray(inp.pv_kw) - batt
             _fix_modes(m, t, amb, np.where(g[amb] >= 0, 1.0, -1.0))
             status, x, obj = _solve(m, mip=False)
-        for _ in range(4):  # charge and discharge together (negative prices): fix by net direction
+        for _ in range(FIX_PASSES):  # charge and discharge together (negative prices): net direction
             if status != "Optimal":
                 break
             bad_grid, bad_batt, net_grid, net_batt = _violations(x, t)
@@ -417,18 +424,37 @@ def solve(inp: PlanInput, *, explain: bool = True, exact: bool = False) -> Plan:
         st2, x2, obj2 = _solve(mm, mip=True)
         if st2 == "Optimal" and obj2 <= obj + 1e-6:
             x, obj, m, method = x2, obj2, mm, "mip"
+    split = np.zeros(0, np.int64)
+    if status == "Optimal":
+        bad_grid, bad_batt, _, _ = _violations(x, t)
+        if (bad_grid.any() or bad_batt.any()) and method != "mip":
+            # a split survived the fix-up passes: solve the exact model (binaries on those slots)
+            mm = build(inp)
+            _add_exclusivity(
+                mm, inp, np.flatnonzero((pe >= pi) | bad_grid), np.flatnonzero(fixed_batt | bad_batt)
+            )
+            st2, x2, obj2 = _solve(mm, mip=True)
+            if st2 == "Optimal":
+                x, obj, m, method = x2, obj2, mm, "mip"
+                bad_grid, bad_batt, _, _ = _violations(x, t)
+        # never netted silently: a split the exact model could not remove is marked on the plan
+        split = np.flatnonzero(bad_grid | bad_batt)
     if status != "Optimal":
         plan = _fallback(inp, status)
         plan.solve_ms = (time.perf_counter() - t0) * 1000
         return plan
     plan = _to_plan(inp, m, x, obj, status, method == "mip")
     plan.method = method
+    plan.split_slots = tuple(int(i) for i in split)
+    plan.idle_self_consumption = ~m.held
     plan.bound_gap_p = max(obj - bound, 0.0)
     if explain:
         from nattery_trading.optimiser.reasons import explain_plan, explain_relaxations
 
         plan.relaxations = explain_relaxations(inp, plan, m.floor_kwh, m.ceil_kwh, m.forced, x)
         plan.reasons = explain_plan(inp, plan)
+        for j in plan.split_slots:
+            plan.reasons[j] += "; SPLIT: imports and exports (or charges and discharges) in one slot"
     plan.solve_ms = (time.perf_counter() - t0) * 1000
     return plan
 
@@ -440,11 +466,10 @@ def _to_plan(inp: PlanInput, m: _Model, x: FloatArray, obj: float, status: str, 
         return np.asarray(x[k * t : (k + 1) * t])
 
     ch, dis = v(C), v(D)
+    # the LP's own columns, not netted: ``solve`` has made them exclusive or marked the plan
     imp = v(GI) + v(GIX)
     exp_ = v(GE) + v(GEX)
     net = imp - exp_
-    # Cosmetic netting where prices made both cost-neutral (export price == import price).
-    imp, exp_ = np.maximum(net, 0.0), np.maximum(-net, 0.0)
     soc = v(S) / inp.battery.capacity_kwh * 100.0
     peak = float(x[NBLOCKS * t]) if inp.strategy.demand_charge is not None else None
     return Plan(

@@ -201,6 +201,13 @@ class Plan:
     bound_gap_p: float = 0.0
     relaxations: list[Relaxation] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    # slots where the answer still imports and exports (or charges and discharges) at once after the
+    # exact model: one meter/inverter cannot do that within one instruction (empty in every case seen)
+    split_slots: tuple[int, ...] = ()
+    # per slot: whether an idle slot runs self-consumption on the inverter (see ``instruction.py``);
+    # False where a manual hold/idle window or a zero-power dispatch applies. None (hand-made plans:
+    # emergency-stop hold, solver fallback): every idle slot holds.
+    idle_self_consumption: NDArray[np.bool_] | None = None
 
     @property
     def slots(self) -> int:
