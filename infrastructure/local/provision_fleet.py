@@ -36,6 +36,7 @@ LIMITS = {
     "battery_temp_max_c": 50,
     "export_limit_w": 3680,
 }
+SERVICES = ("user", "device", "trading", "integration")
 MARKET = "octopus-agile"  # the integration service's market name for Octopus Agile prices
 REGION = "J"  # the bundled Agile prices (and the replay) are region J
 IMPORT_PRODUCT = "AGILE-24-10-01"
@@ -128,8 +129,9 @@ def ensure_octopus_connection(client: httpx.Client) -> str:
     return "octopus connection created"
 
 
-def configure_site(client: httpx.Client, site_id: str, index: int, tariffs: dict[str, str]) -> None:
-    """Battery, tariffs and strategy in trading; location and PV array in integration."""
+def configure_site(client: httpx.Client, site_id: str, index: int, tariffs: dict[str, str]) -> dict[str, Any]:
+    """Battery, tariffs and strategy in trading; returns the site's location and PV array (for
+    ``configure_pv``)."""
     p = site_params(index)  # what the fleet's simulator of this site is (same index, same seed)
     battery = {
         "timezone": "Europe/London",
@@ -156,9 +158,16 @@ def configure_site(client: httpx.Client, site_id: str, index: int, tariffs: dict
         "tilt_deg": 35,
         "azimuth_deg": 180,
     }
-    until_known(
-        lambda: client.put(f"/api/integration/sites/{site_id}/pv-array", json=pv), "integration PV array"
-    )
+    return pv
+
+
+def configure_pv(client: httpx.Client, site_id: str, pv: dict[str, Any]) -> str:
+    """The site's location and PV array in the integration service (its weather and PV forecast)."""
+    try:
+        until_known(lambda: client.put(f"/api/integration/sites/{site_id}/pv-array", json=pv), "PV array", 20)
+    except SystemExit as err:
+        return f"no PV array ({err}); plans use trading's own PV baseline"
+    return f"PV array {pv['kwp']} kWp"
 
 
 def provision(client: httpx.Client, slug: str, root: Path) -> str:
@@ -300,12 +309,14 @@ def main() -> int:
         deadline = time.monotonic() + args.wait_s
         while True:
             try:
-                if all(client.get(f"/api/{s}/readyz").status_code == 200 for s in ("user", "device")):
+                # Every service: each declares its event queues when it connects, and one that is not
+                # up yet would miss the device.registered of the sites created now.
+                if all(client.get(f"/api/{s}/readyz").status_code == 200 for s in SERVICES):
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                print("provision_fleet: user and device services not ready", file=sys.stderr)
+                print("provision_fleet: the services are not ready", file=sys.stderr)
                 return 1
             time.sleep(1)
         login(client, email, password)
@@ -319,19 +330,15 @@ def main() -> int:
             sites.append((slug, site_id))
         if args.no_trading:
             return 0
-        for _ in range(60):  # the services may still be starting: they answer readyz first
-            if all(client.get(f"/api/{s}/readyz").status_code == 200 for s in ("trading", "integration")):
-                break
-            time.sleep(1)
         try:
             tariffs = ensure_tariffs(client)
+            arrays = []
             for i, (slug, site_id) in enumerate(sites):
-                configure_site(client, site_id, i, tariffs)
-                print(
-                    f"provision_fleet: {slug}: battery, Agile tariffs, arbitrage strategy, PV array",
-                    flush=True,
-                )
+                arrays.append(configure_site(client, site_id, i, tariffs))
+                print(f"provision_fleet: {slug}: battery, Agile tariffs, arbitrage strategy", flush=True)
             print(f"provision_fleet: {ensure_octopus_connection(client)}", flush=True)
+            for (slug, site_id), pv in zip(sites, arrays, strict=True):
+                print(f"provision_fleet: {slug}: {configure_pv(client, site_id, pv)}", flush=True)
         except (SystemExit, httpx.HTTPError) as err:  # the sites exist: the fleet can run untraded
             print(
                 f"provision_fleet: sites registered, but not configured for trading: {err}", file=sys.stderr

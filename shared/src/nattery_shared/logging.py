@@ -34,8 +34,8 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-# Client libraries that log one line per request at INFO.
-PER_REQUEST_LOGGERS = ("httpx", "httpcore")
+# One line per request at INFO: the HTTP clients, and the services' own access log.
+PER_REQUEST_LOGGERS = ("httpx", "httpcore", "uvicorn.access")
 _LEVEL_COLOURS = {"WARNING": "\033[33m", "ERROR": "\033[31m", "CRITICAL": "\033[1;31m"}
 
 
