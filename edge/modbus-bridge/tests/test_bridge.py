@@ -505,3 +505,60 @@ async def test_control_state_survives_a_restart(rig_factory: Any, tmp_path: Path
         await asyncio.sleep(1)
         async with bridge(rig, tmp_path, device) as _:
             await settle(c, rig, lambda s: s["mode"] == "off", "still stopped after both restarts", 10)
+
+
+async def test_temperature_hold_stale_readings_readback_and_drift(rig_factory: Any, tmp_path: Path) -> None:
+    """The safety claims through the real process, pty and broker, driven by the simulator's control
+    socket: a hot battery holds (latched, released after the hysteresis wait), a silent sensor block
+    holds it too, a write that does not take and a register changed behind the bridge's back are each
+    reported, counted and re-applied."""
+    rig = rig_factory("--time-factor", "60")
+    device = new_device()
+    env = {
+        "NATTERY_BRIDGE_TEMPERATURE_RELEASE_AFTER_S": "2",
+        "NATTERY_BRIDGE_READINGS_MAX_AGE_S": "3",
+        "NATTERY_BRIDGE_DRIFT_CHECK_INTERVAL_S": "1",
+    }
+    async with cloud(device) as c, bridge(rig, tmp_path, device, **env) as b:
+        await c.wait_for(lambda: c.telemetry(), 10, "first telemetry")
+        cid = await c.command("set_power", {"battery_power_w": 1500})
+        await c.ack(cid, "done")
+        await settle(c, rig, lambda s: abs(s["truth"]["battery_power_w"] - 1500) < 1, "discharging")
+
+        rig.control({"cmd": "battery", "temperature_c": 55})
+        ev = await c.wait_for(lambda: c.events("temperature.hold"), 10, "temperature.hold")
+        assert ev[-1]["details"]["temperature_c"] == pytest.approx(55, abs=0.1)
+        st = await settle(c, rig, lambda s: s["mode"] == "hold", "battery holds")
+        assert st["truth"]["battery_power_w"] == 0  # not self-consumption at full current
+        assert b.metrics()["bridge_temperature_hold"] == 1
+        rig.control({"cmd": "battery", "temperature_c": 30})
+        await c.wait_for(lambda: c.events("temperature.released"), 10, "temperature.released")
+        await settle(c, rig, lambda s: s["mode"] == "self-consumption", "safe program again")
+
+        cid = await c.command("set_power", {"battery_power_w": -1000})
+        await c.ack(cid, "done")
+        await settle(c, rig, lambda s: abs(s["truth"]["battery_power_w"] + 1000) < 1, "charging")
+        # the sensor block stops answering: blind, the battery holds; back, the control resumes
+        rig.control({"cmd": "set", "silent_registers": [182]})
+        ev = await c.wait_for(lambda: c.events("readings.stale"), 15, "readings.stale")
+        assert "battery_temperature_c" in " ".join(ev[-1]["details"]["problems"])
+        await settle(c, rig, lambda s: s["mode"] == "hold", "blind: holds", 10)
+        rig.control({"cmd": "set", "silent_registers": []})
+        await c.wait_for(lambda: c.events("readings.fresh"), 15, "readings.fresh")
+        await settle(c, rig, lambda s: abs(s["truth"]["battery_power_w"] + 1000) < 1, "charging again", 10)
+
+        # a write that does not take: reported, re-applied at once, counted
+        rig.control({"cmd": "set", "ignore_writes_next": 1})
+        cid = await c.command("set_power", {"battery_power_w": -2000})
+        await c.ack(cid, "done")
+        ev = await c.wait_for(lambda: c.events("control.readback_mismatch"), 5, "readback mismatch")
+        assert ev[-1]["details"]["registers"]
+        await settle(c, rig, lambda s: abs(s["truth"]["battery_power_w"] + 2000) < 1, "charging 2 kW")
+        # drift: the charge current limit zeroed behind the bridge's back stops the charge; the drift
+        # check finds it and the bridge writes it again
+        rig.control({"cmd": "poke", "name": "battery_max_charge_current_a", "value": 0})
+        ev = await c.wait_for(lambda: c.events("control.drift"), 10, "control.drift")
+        await settle(c, rig, lambda s: abs(s["truth"]["battery_power_w"] + 2000) < 1, "re-applied", 10)
+        m = b.metrics()
+        assert m['bridge_register_mismatches_total{kind="readback"}'] == 1
+        assert m['bridge_register_mismatches_total{kind="drift"}'] >= 1

@@ -162,8 +162,8 @@ async def test_crc_errors_timeouts_and_exception_replies_survived(rig_factory: A
         t0 = time.monotonic()
         with pytest.raises(NoResponse):
             await m.read_holding(182, 3)
-        # short timeouts: two attempts of (wire + turnaround + margin), not seconds
-        assert time.monotonic() - t0 < 2 * m.timing.timeout_s(8, 11) + 0.1
+        # short timeouts: two attempts of (wire + turnaround + margin) and the (backed-off) pacing
+        assert time.monotonic() - t0 < 2 * m.timing.timeout_s(8, 11) + 2 * m.timing.pacing_max_s + 0.1
         assert await m.read_holding(182, 3) == good
         rig.control({"cmd": "set", "exception_next": 1, "exception_code": 6})
         with pytest.raises(ExceptionReply) as ei:
@@ -234,4 +234,38 @@ async def test_command_waits_only_for_the_transaction_in_flight(rig_factory: Any
         assert order[2:6] == ["start estop", "end estop", "start cmd", "end cmd"]
     finally:
         worker.cancel()
+        m.close()
+
+
+async def test_pacing_starts_at_t35_and_learns_a_deaf_device(rig_factory: Any) -> None:
+    """A device deaf for 20 ms after its reply: the master starts at t3.5 (3.65 ms at 9600 8N1), loses a
+    few requests, backs off to just above what the device needs, and loses none after that."""
+    rig = rig_factory(*FROZEN, "--deaf-after-reply-ms", "20")
+    m = RtuMaster(str(rig.bridge_port), 1, Timing(turnaround_s=0.03, margin_s=0.1), reopen_interval_s=0.2)
+    m.open()
+    try:
+        assert m.pacing_s == pytest.approx(m.timing.t35) and m.timing.t35 == pytest.approx(0.00365, abs=1e-4)
+        good = await m.read_holding(182, 3)
+        for _ in range(10):
+            assert await m.read_holding(182, 3) == good  # lost requests are retried once
+        learned = m.pacing_s
+        assert 0.020 < learned <= 0.060
+        lost = m.stats.get("timeout", 0)
+        assert 1 <= lost <= 4 and m.pacer().backoffs == lost
+        for _ in range(20):
+            assert await m.read_holding(182, 3) == good
+        assert m.stats.get("timeout", 0) == lost  # learned: nothing lost any more
+        assert rig.truth()["stats"]["deaf"] == lost
+        # a healthy device on the same settings stays at t3.5
+        rig.control({"cmd": "set", "deaf_after_reply_ms": 0})
+        m2 = RtuMaster(str(rig.bridge_port), 1, Timing(turnaround_s=0.03, margin_s=0.1))
+        m.close()
+        m2.open()
+        try:
+            for _ in range(10):
+                await m2.read_holding(182, 3)
+            assert m2.pacing_s == pytest.approx(m2.timing.t35) and not m2.stats.get("timeout")
+        finally:
+            m2.close()
+    finally:
         m.close()

@@ -64,6 +64,7 @@ class Bridge:
         self.settings = settings
         s = settings
         self.metrics = Metrics()
+        self._backoffs_seen = 0
         self.rmap = load_profile(s.profile)
         self.store = Store(s.db_path, s.outbox_budget_bytes)
         timing = Timing(
@@ -71,7 +72,9 @@ class Bridge:
             bits_per_char=bits_per_char(s.serial.bytesize, s.serial.parity, s.serial.stopbits),
             turnaround_s=s.serial.turnaround_ms / 1000,
             margin_s=s.serial.timeout_margin_ms / 1000,
-            pacing_s=s.serial.pacing_ms / 1000,
+            pacing_s=None if s.serial.pacing_ms is None else s.serial.pacing_ms / 1000,
+            pacing_max_s=s.serial.pacing_max_ms / 1000,
+            pacing_memory_s=s.serial.pacing_memory_s,
             chunk_gap_s=s.serial.chunk_gap_ms / 1000,
         )
         self.master = RtuMaster(
@@ -116,6 +119,11 @@ class Bridge:
     # ------------------------------------------------------------ callbacks
     def _observe(self, kind: str, start: float, end: float, ok: bool, err: str | None) -> None:
         self.metrics.bus_busy(start, end)
+        pacer = self.master.pacer()
+        self.metrics.pacing.set(pacer.pacing_s)
+        if pacer.backoffs > self._backoffs_seen:
+            self.metrics.pacing_backoffs.inc(pacer.backoffs - self._backoffs_seen)
+            self._backoffs_seen = pacer.backoffs
         self.metrics.transaction_latency.labels(kind).observe(end - start)
         if err:
             self.metrics.errors.labels(err).inc()

@@ -24,6 +24,10 @@ from .rtu import ModbusError, RtuMaster
 class VerifyError(ModbusError):
     kind = "verify_failed"
 
+    def __init__(self, message: str, registers: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.registers = registers or []
+
 
 class ControlStrategy(Protocol):
     """Turns targets into register values for one inverter family."""
@@ -222,7 +226,7 @@ async def apply_plan(
         wrong = [a for a in changed if readback[a] != desired[a]]
         if wrong:
             detail = ", ".join(f"{a}={readback[a]} (wanted {desired[a]})" for a in wrong[:5])
-            raise VerifyError(f"read-back mismatch: {detail}")
+            raise VerifyError(f"read-back mismatch: {detail}", wrong)
         current.update({a: readback[a] for a in changed})
     applied = {p.name: decode_point(p, [current[a] for a in p.addresses]) for p in points}
     bus_s = master.last_tx_end - (first_start if first_start is not None else master.last_tx_end)

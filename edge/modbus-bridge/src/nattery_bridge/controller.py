@@ -12,6 +12,12 @@ Control sources, highest first:
 
 Whenever (2) or (3) ends without a new control (expiry, link lost, battery out of its temperature
 window) the bridge writes the safe program and publishes ``failsafe.activated`` with the reason.
+
+Above (2)-(4) and below (1): the **temperature guard** (``temperature_guard.py``): outside the battery's
+temperature window the inverter holds (both currents zero), latched until the temperature has been back
+inside the window by a hysteresis for a while. **Stale or missing readings** (``freshness.py``) turn a
+charge or discharge into the safe program until fresh ones arrive. Every control's validity is bounded
+at receipt (``lifetime.py``).
 """
 
 from __future__ import annotations
@@ -46,18 +52,22 @@ from nattery_shared.contracts.mqtt import (
 )
 from nattery_shared.modbus.registers import Block, RegisterMap, group_blocks, store_value
 
-from . import envelope
+from . import envelope, lifetime
 from .bus import Bus, Priority
-from .control import ApplyResult, ControlStrategy, apply_plan
+from .control import ApplyResult, ControlStrategy, VerifyError, apply_plan
 from .envelope import Decision, Live, Target
+from .freshness import Readings
 from .metrics import Metrics
 from .rtu import ModbusError, RtuMaster
 from .settings import BridgeSettings
 from .store import Store
+from .temperature_guard import TemperatureGuard
 
 log = logging.getLogger(__name__)
 
 SAFE = Target(BatteryMode.SELF_CONSUMPTION)
+HOLD = Target(BatteryMode.HOLD)
+MOVING = (BatteryMode.CHARGE, BatteryMode.DISCHARGE)
 
 
 def utcnow() -> datetime:
@@ -117,8 +127,12 @@ class Controller:
         link_down_for: Callable[[], float],
         wake_outbox: Callable[[], None],
         request_refresh: Callable[[], None],
+        clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.now = clock  # wall clock (expiry); tests drive both clocks
+        self.mono = monotonic
         self.store = store
         self.bus = bus
         self.rmap = rmap
@@ -127,12 +141,18 @@ class Controller:
         self.link_down_for = link_down_for
         self.wake_outbox = wake_outbox
         self.request_refresh = request_refresh
-        self.live = Live()
         s = settings
+        self.readings = Readings(s.readings_max_age_s, monotonic)
+        self.guard = TemperatureGuard(s.temperature_hysteresis_c, s.temperature_release_after_s, monotonic)
+        self._stale_reported = False
         self.ack_topic = topic(s.site, s.device, TopicSuffix.COMMAND_ACK)
         self.event_topic = topic(s.site, s.device, TopicSuffix.EVENT)
         raw = store.get_json("control")
         self.active: Active | None = Active.from_json(raw) if raw else None
+        if self.active is not None and self.active.expires_at is not None:  # stored by an older bridge
+            cap = self.lifetime_cap_s(self.active.kind)
+            lt = lifetime.clamp(self.active.expires_at, self.now(), cap, "expires_at")
+            self.active.expires_at = lt.expires_at
         self.applied: Target | None = None  # what the inverter was last set to (None = unknown)
         self.applied_estop = False
         self.applied_plan: dict[str, float] | None = None
@@ -142,6 +162,50 @@ class Controller:
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.reassert_s = settings.drift_check_interval_s
+
+    # ------------------------------------------------------------ readings
+    @property
+    def live(self) -> Live:
+        """The envelope's readings now; stale or missing ones are None."""
+        return self.readings.live()
+
+    def observe_readings(self, values: dict[str, float]) -> None:
+        """A telemetry poll's decoded values (called by the poller for every group cycle)."""
+        self.readings.update(values)
+        self._evaluate_temperature()
+
+    def _evaluate_temperature(self) -> None:
+        """Latch or release the temperature hold on the latest fresh reading and the limits in force."""
+        change = self.guard.observe(self.readings.live().battery_temp_c, self.limits)
+        if change is None:
+            return
+        self.metrics.temperature_hold.set(1 if change.latched else 0)
+        if change.latched:
+            log.warning("temperature hold latched: %s", change.reason)
+            self.publish_event(
+                "temperature.hold",
+                EventSeverity.CRITICAL,
+                f"battery holds (no charge, no discharge): {change.reason}",
+                temperature_c=change.temperature_c,
+                hysteresis_c=self.guard.hysteresis_c,
+                release_after_s=self.guard.release_after_s,
+            )
+            a = self.active
+            if a is not None and a.kind in ("mode", "power"):
+                # a one-off control ends here (the cloud re-plans); a schedule is only overridden
+                previous = a.to_json()
+                self._set_active(None)
+                self._failsafe("envelope", previous, detail=change.reason)
+        else:
+            log.info("temperature hold released: %s", change.reason)
+            self.publish_event(
+                "temperature.released", EventSeverity.INFO, f"battery may move again: {change.reason}",
+                temperature_c=change.temperature_c,
+            )  # fmt: skip
+
+    def lifetime_cap_s(self, kind: str) -> float:
+        s = self.settings
+        return s.max_schedule_lifetime_s if kind == "schedule" else s.max_control_lifetime_s
 
     # ------------------------------------------------------------ limits
     @property
@@ -177,14 +241,14 @@ class Controller:
             status=status,
             reason=reason[:500] if reason else None,
             applied=applied or {},
-            ts=utcnow(),
+            ts=self.now(),
         )
         self.store.record_command(cmd_id, ack.model_dump(mode="json"))
         self._enqueue("ack", self.ack_topic, ack.model_dump_json().encode())
         return ack
 
     def publish_event(self, code: str, severity: EventSeverity, message: str, **details: Any) -> None:
-        ev = EdgeEvent(ts=utcnow(), code=code, severity=severity, message=message[:500], details=details)
+        ev = EdgeEvent(ts=self.now(), code=code, severity=severity, message=message[:500], details=details)
         self._enqueue("event", self.event_topic, ev.model_dump_json().encode())
 
     def _enqueue(self, kind: str, t: str, payload: bytes) -> None:
@@ -220,19 +284,40 @@ class Controller:
 
     async def tick(self) -> None:
         """Apply what should run now; called every ``control_check_interval_s`` and at start."""
-        now = utcnow()
+        now = self.now()
         target, reason = self.desired(now)
         if target is None:  # emergency stop latched: make sure it is on the inverter
             if not self.applied_estop:
                 await self._apply_estop()
-            elif time.monotonic() - self._last_apply > self.reassert_s:
+            elif self.mono() - self._last_apply > self.reassert_s:
                 await self._verify()
             return
         if reason is not None and self.active is not None:
             previous = self.active.to_json()
             self._set_active(None)
             self._failsafe(reason, previous)
-        if target.mode in (BatteryMode.CHARGE, BatteryMode.DISCHARGE):
+        stale = self.readings.problems()
+        self.metrics.readings_stale.set(1 if stale else 0)
+        if self.guard.latched:
+            target = HOLD  # outside (or not yet back inside) the temperature window: both currents 0
+        elif stale:
+            # Blind (SOC, temperature or grid power stale or missing): no program that moves the
+            # battery, not even self-consumption, until fresh readings arrive; the control is kept.
+            if not self._stale_reported:
+                self._stale_reported = True
+                self.metrics.failsafe.labels("stale_readings").inc()
+                self.publish_event(
+                    "readings.stale",
+                    EventSeverity.WARNING,
+                    "envelope readings stale or missing; the battery holds: " + "; ".join(stale),
+                    problems=stale,
+                    control=self.active.to_json() if self.active else None,
+                )
+            target = HOLD
+        if not stale and self._stale_reported:
+            self._stale_reported = False
+            self.publish_event("readings.fresh", EventSeverity.INFO, "envelope readings fresh again")
+        if target.mode in MOVING:
             # Reaching soc_max / soc_min is the program's own end (its SOC target and the shutdown SOC
             # stop the flow on the inverter); only the temperature window ends a running control.
             live = Live(None, self.live.battery_temp_c, self.live.battery_voltage_v)
@@ -254,7 +339,7 @@ class Controller:
                     await self._apply(target, priority=Priority.COMMAND)
                 except ModbusError as e:
                     log.warning("could not apply %s: %s", target.mode.value, e)
-        elif time.monotonic() - self._last_apply > self.reassert_s:
+        elif self.mono() - self._last_apply > self.reassert_s:
             await self._verify()
 
     async def _verify(self) -> None:
@@ -262,7 +347,7 @@ class Controller:
         last written, one poll-priority transaction per block so a command never waits behind more
         than one of them; on a difference, re-apply at command priority on the next tick."""
         plan = self.applied_plan
-        self._last_apply = time.monotonic()
+        self._last_apply = self.mono()
         if not plan:
             return
         points = [self.rmap[n] for n in plan]
@@ -286,6 +371,7 @@ class Controller:
         drift = sorted(a for p in points for a in p.addresses if desired[a] != regs[a])
         if drift:
             log.warning("control registers drifted: %s", drift)
+            self.metrics.register_mismatches.labels("drift").inc()
             self.publish_event(
                 "control.drift",
                 EventSeverity.WARNING,
@@ -307,39 +393,53 @@ class Controller:
             **({"detail": detail} if detail else {}),
         )
 
-    async def _apply(self, target: Target, priority: Priority = Priority.COMMAND) -> ApplyResult:
-        plan = self.strategy.plan(target, self.limits, self.live)
+    async def _write_plan(
+        self, plan: dict[str, float], priority: Priority, kind: str, *, estop: bool = False
+    ) -> ApplyResult:
+        """Read-compare-write-verify ``plan``; a read-back that differs from what was written is
+        reported (event, metric) and the plan written once more at once."""
 
         async def job(master: RtuMaster) -> ApplyResult:
-            if self.estop:  # an emergency stop overtook this job in the queue
+            if not estop and self.estop:  # an emergency stop overtook this job in the queue
                 raise EmergencyStopActive("emergency stop active")
-            return await apply_plan(master, self.rmap, plan, max_read=self.settings.serial.max_read_registers)
+            return await apply_plan(
+                master, self.rmap, plan, max_read=self.settings.serial.max_read_registers, kind=kind
+            )
 
+        try:
+            return await self.bus.submit(priority, job)
+        except VerifyError as e:
+            self.metrics.register_mismatches.labels("readback").inc()
+            log.warning("read-back mismatch, re-applying: %s", e)
+            self.publish_event(
+                "control.readback_mismatch",
+                EventSeverity.WARNING,
+                f"inverter registers read back different from what was written; re-applying: {e}",
+                registers=e.registers,
+            )
+            return await self.bus.submit(priority, job)
+
+    async def _apply(self, target: Target, priority: Priority = Priority.COMMAND) -> ApplyResult:
+        plan = self.strategy.plan(target, self.limits, self.live)
         self.applied = None  # unknown while writing (partial writes possible)
         self.applied_plan = None
-        result = await self.bus.submit(priority, job)
+        result = await self._write_plan(plan, priority, "command")
         self.applied = target
         self.applied_plan = plan
         self.applied_estop = False
-        self._last_apply = time.monotonic()
+        self._last_apply = self.mono()
         self.metrics.register_writes.inc(result.written_registers)
         self.metrics.write_skipped.inc(result.skipped_registers)
         return result
 
     async def _apply_estop(self) -> ApplyResult:
         plan = self.strategy.emergency_stop_plan(self.limits)
-
-        async def job(master: RtuMaster) -> ApplyResult:
-            return await apply_plan(
-                master, self.rmap, plan, max_read=self.settings.serial.max_read_registers, kind="estop"
-            )
-
         self.applied = None
         self.applied_plan = None
-        result = await self.bus.submit(Priority.EMERGENCY, job)
+        result = await self._write_plan(plan, Priority.EMERGENCY, "estop", estop=True)
         self.applied_estop = True
         self.applied_plan = plan
-        self._last_apply = time.monotonic()
+        self._last_apply = self.mono()
         self.metrics.register_writes.inc(result.written_registers)
         return result
 
@@ -354,7 +454,7 @@ class Controller:
 
     async def local_emergency_stop(self, source: str = "local") -> None:
         """Emergency stop without the cloud (signal, local button): latched like the command."""
-        self._set_active(Active("estop", f"local-{uuid.uuid4()}", utcnow(), None))
+        self._set_active(Active("estop", f"local-{uuid.uuid4()}", self.now(), None))
         self.publish_event(
             "emergency_stop", EventSeverity.CRITICAL, f"emergency stop ({source})", source=source
         )
@@ -391,7 +491,7 @@ class Controller:
         except ValidationError as e:
             self._finish(cmd_id, "?", t0, AckStatus.REJECTED, f"invalid command: {_short(e)}")
             return
-        if cmd.is_expired(utcnow()):
+        if cmd.is_expired(self.now()):
             self._finish(cmd_id, cmd.type.value, t0, AckStatus.EXPIRED, "expires_at has passed")
             return
         try:
@@ -453,6 +553,7 @@ class Controller:
             self.publish_ack(cid, AckStatus.ACCEPTED)
             self.store.set_json("limits", params.limits.model_dump(mode="json"))
             self._limits = None
+            self._evaluate_temperature()  # a narrower window may put the battery outside it now
             self.applied = None  # re-apply the current program with the new limits on the next tick
             await self.tick()
             self._finish(
@@ -467,9 +568,10 @@ class Controller:
         reasons: list[str] = []
         active: Active
         target: Target
+        now = self.now()
+        stale = self.readings.problems()
         if cmd.type is CommandType.SET_SCHEDULE:
             assert isinstance(params, SetScheduleParams)
-            now = utcnow()
             if params.valid_until <= now:
                 self._finish(cid, ctype, t0, AckStatus.REJECTED, "valid_until has passed")
                 return
@@ -482,10 +584,11 @@ class Controller:
                     return
                 if d.reason:
                     reasons.append(f"slot {i}: {d.reason}")
+            lt = lifetime.clamp(params.valid_until, now, self.lifetime_cap_s("schedule"), "valid_until")
             clamped = SetScheduleParams(
-                slots=[_clamp_slot(s, limits) for s in params.slots], valid_until=params.valid_until
+                slots=[_clamp_slot(s, limits) for s in params.slots], valid_until=lt.expires_at
             )
-            active = Active("schedule", cid, cmd.issued_at, params.valid_until, schedule=clamped)
+            active = Active("schedule", cid, cmd.issued_at, lt.expires_at, schedule=clamped)
             target = SAFE
             for slot in clamped.slots:
                 if slot.start <= now < slot.end:
@@ -499,9 +602,18 @@ class Controller:
                 assert isinstance(params, SetPowerParams)
                 raw_target = envelope.from_power(params.battery_power_w)
                 kind = "power"
-            moving = raw_target.mode in (BatteryMode.CHARGE, BatteryMode.DISCHARGE)
-            if moving and (self.live.soc_pct is None or self.live.battery_temp_c is None):
-                self._finish(cid, ctype, t0, AckStatus.REJECTED, "no battery reading yet (SOC, temperature)")
+            moving = raw_target.mode in MOVING
+            if moving and stale:
+                self._finish(
+                    cid, ctype, t0, AckStatus.REJECTED, "stale or missing readings: " + "; ".join(stale)
+                )
+                return
+            if moving and self.guard.latched:
+                self._finish(
+                    cid, ctype, t0, AckStatus.REJECTED,
+                    "temperature hold latched: the battery holds until its temperature is back inside "
+                    "the window",
+                )  # fmt: skip
                 return
             decision: Decision = envelope.check(raw_target, limits, self.live)
             if not decision.allowed:
@@ -510,13 +622,24 @@ class Controller:
             if decision.reason:
                 reasons.append(decision.reason)
             target = decision.target
-            active = Active(kind, cid, cmd.issued_at, cmd.expires_at, target=target)
-        if target.mode in (BatteryMode.CHARGE, BatteryMode.DISCHARGE):
+            lt = lifetime.clamp(cmd.expires_at, now, self.lifetime_cap_s(kind), "expires_at")
+            active = Active(kind, cid, cmd.issued_at, lt.expires_at, target=target)
+        if lt.clamped:
+            assert lt.reason is not None
+            reasons.append(lt.reason)
+            self.metrics.lifetime_clamped.inc()
+        if target.mode in MOVING:
             d = envelope.check(target, limits, self.live)
             if not d.allowed:
                 self._finish(cid, ctype, t0, AckStatus.REJECTED, f"safety envelope: {d.reason}")
                 return
             target = d.target
+        if self.guard.latched:
+            reasons.append("temperature hold latched: the battery holds for now")
+            target = HOLD
+        elif stale and target.mode is not BatteryMode.HOLD:
+            reasons.append("readings stale or missing, the battery holds for now: " + "; ".join(stale))
+            target = HOLD
         self.publish_ack(cid, AckStatus.ACCEPTED, "; ".join(reasons) or None)
         async with self._lock:
             if self.estop and self.active is not None and cmd.issued_at <= self.active.issued_at:
@@ -536,6 +659,7 @@ class Controller:
             reasons.append("emergency stop released")
         applied = {
             "target": target.describe(),
+            "expires_at": lt.expires_at.isoformat(),
             **_summary(res),
             "queued_ms": round((res.started - t0) * 1000, 1),
         }

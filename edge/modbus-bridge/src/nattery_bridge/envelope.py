@@ -26,6 +26,7 @@ class Live:
     soc_pct: float | None = None
     battery_temp_c: float | None = None
     battery_voltage_v: float | None = None
+    grid_power_w: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,30 @@ class Metrics:
         self.failsafe = Counter(
             "bridge_failsafe_activations", "Fail-safe activations", ["reason"], registry=r
         )
+        self.pacing = Gauge(
+            "bridge_pacing_seconds", "Learned silence after a reply before the next request", registry=r
+        )
+        self.pacing_backoffs = Counter(
+            "bridge_pacing_backoffs", "Pacing backed off after a lost or garbled reply", registry=r
+        )
+        self.register_mismatches = Counter(
+            "bridge_register_mismatches",
+            "Control registers found different from what the bridge wrote (readback: right after the "
+            "write; drift: changed later behind its back); each is re-applied",
+            ["kind"],
+            registry=r,
+        )
+        self.temperature_hold = Gauge(
+            "bridge_temperature_hold", "1 while the battery holds because of its temperature", registry=r
+        )
+        self.readings_stale = Gauge(
+            "bridge_readings_stale", "1 while the envelope's readings are stale or missing", registry=r
+        )
+        self.lifetime_clamped = Counter(
+            "bridge_control_lifetime_clamped",
+            "Controls whose validity was clamped to the maximum",
+            registry=r,
+        )
         self.mqtt_connected = Gauge("bridge_mqtt_connected", "1 while connected to the broker", registry=r)
         self.device_online = Gauge("bridge_device_online", "1 while the inverter answers", registry=r)
         self._busy: deque[tuple[float, float]] = deque()

@@ -11,7 +11,9 @@ owns all of that explicitly:
   next reply);
 * timeout = wire time of request and reply + expected turnaround + margin (a few hundred ms at most);
 * at most one retry, only for timeouts and CRC errors (an exception reply is an answer);
-* a silence of ``pacing`` after every transaction, measured from the end of the reply;
+* a silence after every transaction, measured from the end of the reply, learned per device
+  (:mod:`nattery_bridge.pacing`): it starts at t3.5, the spec's minimum, and backs off only when a
+  request sent right after a reply times out or collides;
 * a port that disappears (USB unplug: the tty vanishes, reads fail with EIO) is closed and reopened on
   the next transaction, no restart needed.
 """
@@ -43,6 +45,8 @@ from nattery_shared.modbus.rtu import (
     read_response_size,
     t35_s,
 )
+
+from .pacing import AdaptivePacing
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,11 @@ class Timing:
     bits_per_char: int = 10
     turnaround_s: float = 0.05
     margin_s: float = 0.1
-    pacing_s: float = 0.03
+    # Floor of the learned pacing; None = t3.5, the minimum the spec allows (never below t3.5).
+    pacing_s: float | None = None
+    # Ceiling of the learned pacing (mbusd's fixed pause is 100 ms).
+    pacing_max_s: float = 0.1
+    pacing_memory_s: float = 3600.0
     # Once a reply has started, keep waiting while pieces keep coming no further apart than this (USB
     # adapters hand replies over in chunks: FTDI latency timer 16 ms).
     chunk_gap_s: float = 0.05
@@ -94,6 +102,10 @@ class Timing:
     @property
     def t35(self) -> float:
         return t35_s(self.baud, self.bits_per_char)
+
+    @property
+    def pacing_floor_s(self) -> float:
+        return max(self.t35, self.pacing_s or 0.0)
 
     def timeout_s(self, request_bytes: int, response_bytes: int) -> float:
         """Time from the start of sending to the last byte of a reply, plus margin."""
@@ -133,6 +145,8 @@ class RtuMaster:
         self._asm = FrameAssembler("response")
         self._waiter: asyncio.Future[bytes] | None = None
         self._last_end = 0.0
+        self._last_good_end: float | None = None  # end of the last good reply (monotonic)
+        self._pacers: dict[int, AdaptivePacing] = {}
         self._last_rx = 0.0
         self._last_open_attempt = -1e9
         self._observer = observer
@@ -140,6 +154,20 @@ class RtuMaster:
         self.last_success = 0.0
         self.last_tx_start = 0.0  # request sent (monotonic)
         self.last_tx_end = 0.0  # reply received or given up
+
+    def pacer(self, unit: int | None = None) -> AdaptivePacing:
+        """The learned pacing of one device (unit id) on this line."""
+        u = self.unit if unit is None else unit
+        p = self._pacers.get(u)
+        if p is None:
+            t = self.timing
+            p = AdaptivePacing(t.pacing_floor_s, t.pacing_max_s, time.monotonic, memory_s=t.pacing_memory_s)
+            self._pacers[u] = p
+        return p
+
+    @property
+    def pacing_s(self) -> float:
+        return self.pacer().pacing_s
 
     # ------------------------------------------------------------ port handling
     @property
@@ -252,7 +280,8 @@ class RtuMaster:
 
     async def _once(self, request: bytes, response_len: int, function: int, kind: str) -> Response:
         # Pacing: silence after the previous transaction, from the end of its reply.
-        wait = self._last_end + self.timing.pacing_s - time.monotonic()
+        pacer = self.pacer()
+        wait = self._last_end + pacer.pacing_s - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         try:
@@ -267,6 +296,7 @@ class RtuMaster:
         self._waiter = loop.create_future()
         start = time.monotonic()
         self.last_tx_start = start
+        gap = None if self._last_good_end is None else start - self._last_good_end
         ok = False
         err: str | None = None
         try:
@@ -300,10 +330,16 @@ class RtuMaster:
                 raise ExceptionReply(function, int(resp.exception))
             ok = True
             self.last_success = time.monotonic()
+            self._last_good_end = self.last_success
+            pacer.success()
             return resp
         except ModbusError as e:
             err = e.kind
             self._count(e.kind)
+            if isinstance(e, NoResponse | BadFrame | UnexpectedReply) and pacer.failure(gap):
+                self._count("pacing_backoff")
+                log.info("unit %d: reply lost %.1f ms after the last one; pacing now %.1f ms",
+                         self.unit, (gap or 0) * 1000, pacer.pacing_s * 1000)  # fmt: skip
             raise
         finally:
             end = time.monotonic()

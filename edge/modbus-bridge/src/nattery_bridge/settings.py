@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nattery_shared.contracts.mqtt import SLUG_PATTERN, SafetyLimits
 
+from .lifetime import CONTROL_LIFETIME_CEILING_S, SCHEDULE_LIFETIME_CEILING_S
+
 
 class SerialSettings(BaseModel):
     port: str = "/dev/ttyUSB0"
@@ -30,8 +32,14 @@ class SerialSettings(BaseModel):
     timeout_margin_ms: float = Field(default=100.0, ge=0)
     # A reply that has started may arrive in pieces this far apart (FTDI latency timer: 16 ms).
     chunk_gap_ms: float = Field(default=50.0, ge=1)
-    # Silence after every transaction (modbus-rtu.md §6.2: peers use 50 ms; Deye + FTDI need a pause).
-    pacing_ms: float = Field(default=30.0, ge=0)
+    # Silence after every transaction, learned per device (pacing.py): it starts at this floor and
+    # backs off (doubling, up to pacing_max_ms) only when a request sent right after a reply times out
+    # or collides. None = t3.5, the minimum the spec allows (3.65 ms at 9600 8N1); a value below t3.5
+    # is raised to it. Peers use a fixed 50 ms (sunsynk, cFos) to 100 ms (mbusd), modbus-rtu.md §6.2.
+    pacing_ms: float | None = Field(default=None, ge=0)
+    pacing_max_ms: float = Field(default=100.0, gt=0)
+    # How long a pause that failed is remembered (the pacing does not creep back below it meanwhile).
+    pacing_memory_s: float = Field(default=3600.0, gt=0)
     retries: int = Field(default=1, ge=0, le=1)
     max_read_registers: int = Field(default=96, ge=1, le=125)
     # A hole of up to this many registers is read through instead of starting a new transaction: every
@@ -109,6 +117,21 @@ class BridgeSettings(BaseSettings):
     nominal_battery_voltage_v: float = Field(default=51.2, gt=0)
 
     link_grace_s: float = Field(default=300.0, gt=0)
+    # Longest a control lives at the bridge, from its receipt (lifetime.py): a longer expires_at /
+    # valid_until is clamped and the ack says so. Configurable down, never up.
+    max_control_lifetime_s: float = Field(
+        default=CONTROL_LIFETIME_CEILING_S, gt=0, le=CONTROL_LIFETIME_CEILING_S
+    )
+    max_schedule_lifetime_s: float = Field(
+        default=SCHEDULE_LIFETIME_CEILING_S, gt=0, le=SCHEDULE_LIFETIME_CEILING_S
+    )
+    # Readings the envelope relies on (SOC, battery temperature, grid power) older than this refuse
+    # every moving mode (freshness.py). Default: six fast polls.
+    readings_max_age_s: float = Field(default=30.0, gt=0)
+    # Temperature guard (temperature_guard.py): outside the window the battery holds, latched, until
+    # the temperature has been inside the window narrowed by the hysteresis for release_after_s.
+    temperature_hysteresis_c: float = Field(default=3.0, ge=0)
+    temperature_release_after_s: float = Field(default=300.0, ge=0)
     control_check_interval_s: float = Field(default=1.0, gt=0)
     # How often the registers last written are read back to catch settings that revert on their own.
     drift_check_interval_s: float = Field(default=60.0, gt=0)

@@ -22,7 +22,6 @@ from nattery_shared.modbus.registers import (
 
 from .bus import Bus, Priority
 from .controller import Controller
-from .envelope import Live
 from .metrics import Metrics
 from .rtu import ModbusError, RtuMaster
 from .settings import BridgeSettings
@@ -113,12 +112,9 @@ class Poller:
         return t
 
     def _update_live(self, v: dict[str, float]) -> None:
-        old = self.controller.live
-        self.controller.live = Live(
-            soc_pct=v.get("battery_soc_pct", old.soc_pct),
-            battery_temp_c=v.get("battery_temperature_c", old.battery_temp_c),
-            battery_voltage_v=v.get("battery_voltage_v", old.battery_voltage_v),
-        )
+        # each reading carries the time of this poll; a block that failed leaves its values out, so
+        # they age (freshness.py) instead of being repeated
+        self.controller.observe_readings(v)
 
     def _check_faults(self, regs: dict[int, int]) -> None:
         faults = decode_faults(self.rmap, 0, regs)
