@@ -243,7 +243,7 @@ async def run(ops: list[tuple[Any, ...]], tmp: Path) -> None:
                 elif not o[1]:
                     s.faults.update({"silent_registers": []})
                     m.blind_since = None
-            if kind != "temperature":  # the bridge sees a new temperature at the next poll
+            if kind not in ("temperature", "blind"):  # the bridge sees what changed at its next poll
                 check(s, m)
             for _ in range(periods):
                 await s.period()
