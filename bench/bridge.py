@@ -12,6 +12,9 @@ the project Mosquitto on 127.0.0.1:1884 with a site user.
   achieved rate over the physical limit of the line: 1 / mean(request and reply frames at 10 bits per
   byte (8N1) or 11 (8E1/8N2) + t3.5 before the reply + the device's own turnaround + t3.5 before the
   next request). No pacing of ours counts as part of the limit.
+* ``bridge.learned_pacing_ms``: against a simulated device deaf for 20 ms after each reply, the pacing
+  the bridge learns (from t3.5), the requests it lost learning it, and its efficiency against that
+  device's limit (frames + t3.5 + turnaround + the device's 20 ms pause).
 * ``bridge.command_latency_p99_ms`` / ``bridge.command_latency_p99_ratio``: ``set_power`` commands at
   random moments while polling continuously, measured from the cloud's publish to the ``done`` ack it
   receives; the bound is the longest poll transaction (with its pacing) plus the command's own
@@ -262,6 +265,36 @@ def bench_bus_efficiency_8e1(tmp: Path) -> None:
     bench_bus_efficiency(tmp, bits_per_char=11)
 
 
+def bench_learned_pacing(tmp: Path, seconds: float = 20.0, deaf_s: float = 0.020) -> None:
+    """A device deaf for 20 ms after each reply (the simulator's Deye + FTDI pause): what pacing the
+    bridge learns, what it costs in lost requests, and the efficiency against that device's limit."""
+    env = {"NATTERY_BRIDGE_TELEMETRY__FAST_INTERVAL_S": "0", "NATTERY_BRIDGE_TELEMETRY__SLOW_INTERVAL_S": "0"}
+    s = BridgeSettings()
+    blocks = telemetry_blocks(RMAP, Group.FAST, s.serial.max_read_registers, s.serial.max_gap_registers)
+    with Rig(tmp, env, ["--deaf-after-reply-ms", str(deaf_s * 1000)]) as rig:
+        rig.wait_metrics()
+        time.sleep(2)
+        m0 = rig.metrics()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        m = rig.metrics()
+        elapsed = time.monotonic() - t0
+    achieved = (poll_counts(m)[0] - poll_counts(m0)[0]) / elapsed
+    device_limit = 1 / statistics.fmean(physical_read_tx(b.count, 10) - t35_s(BAUD) + deaf_s for b in blocks)
+    emit(
+        "bridge.learned_pacing_ms",
+        round(m.get("bridge_pacing_seconds", float("nan")) * 1000, 2),
+        "ms",
+        reference=f"the simulated device's own pause after a reply: {deaf_s * 1000:.0f} ms (learning starts "
+        f"at t3.5 = {t35_s(BAUD) * 1000:.2f} ms; the fixed pacing before was 30 ms)",
+        pacing_backoffs=m.get("bridge_pacing_backoffs_total", 0.0),
+        timeouts_total=m.get('bridge_errors_total{type="timeout"}', 0.0),
+        achieved_tx_per_s=round(achieved, 3),
+        efficiency_vs_device_limit=round(achieved / device_limit, 4),
+        device_limit_tx_per_s=round(device_limit, 3),
+    )
+
+
 @contextlib.asynccontextmanager
 async def cloud(device: str) -> AsyncIterator[tuple[aiomqtt.Client, dict[str, float]]]:
     done: dict[str, float] = {}
@@ -412,6 +445,7 @@ def main() -> None:
         for name, fn in (
             ("efficiency", bench_bus_efficiency),
             ("efficiency_8e1", bench_bus_efficiency_8e1),
+            ("pacing", bench_learned_pacing),
             ("latency", bench_command_latency),
             ("resources", bench_resources),
         ):
