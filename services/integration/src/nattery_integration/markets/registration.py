@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOT_YET_RETRY_S = 120.0  # a day not yet published: look again in 2 minutes
+NOT_YET_RETRY_S = 60.0  # a day not yet published: look again in a minute
 
 
 async def _each(targets: list[tuple[str, Callable[[], Awaitable[object]]]]) -> JobResult:
@@ -93,20 +93,20 @@ def jobs(ctx: IntegrationContext) -> list[JobSpec]:
 
     half_hourly = timedelta(minutes=30)
     return [
-        # Every 2 minutes: a new connection gets its prices at once, tomorrow's Agile day (published
-        # around 16:00 UK) is fetched soon after it appears; a day already complete is fetched again
+        # Every minute: a new connection gets its prices within a minute, tomorrow's Agile day
+        # (published around 16:00 UK) soon after it appears; a day already complete is fetched again
         # only every 30 minutes (MarketsService.recheck_after), to republish a corrected price.
         JobSpec(
             name="markets.octopus",
             handler=octopus,
-            next_run=every(timedelta(minutes=2)),
+            next_run=every(timedelta(minutes=1)),
             provider="octopus",
             retry_in_s=NOT_YET_RETRY_S,
         ),
         JobSpec(
             name="markets.entsoe",
             handler=entsoe,
-            next_run=every(timedelta(minutes=2), offset=timedelta(seconds=30)),
+            next_run=every(timedelta(minutes=1), offset=timedelta(seconds=30)),
             provider="entsoe",
             retry_in_s=NOT_YET_RETRY_S,
         ),

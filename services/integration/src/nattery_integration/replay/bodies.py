@@ -235,7 +235,7 @@ def open_meteo_forecast(lat: float, lon: float, start_day: date, days: int, unix
     times = pd.date_range(datetime.combine(start_day, time(0), UTC), periods=24 * days, freq="h")
     loc = pvlib.location.Location(lat, lon)
     clear = loc.get_clearsky(times - pd.Timedelta(minutes=30), model="simplified_solis")
-    hours = times.hour.to_numpy() + times.dayofyear.to_numpy() * 24
+    hours = times.hour.to_numpy() + times.day_of_year.to_numpy() * 24
     cloud = (50 + 45 * pd.Series(hours).apply(lambda h: math.sin(h / 9.0)).to_numpy()).clip(0, 100).round(0)
     dim = 1 - 0.75 * (cloud / 100.0) ** 3.4
     ghi = (clear["ghi"].to_numpy() * dim).round(1)

@@ -20,7 +20,7 @@ class WeatherRepository:
             "SELECT digest FROM site_forecasts WHERE site_id = %s FOR UPDATE", (site_id,)
         )
         row = await cur.fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(row["digest"])
 
     async def save(
         self,
