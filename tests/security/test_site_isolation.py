@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,7 +25,7 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from device_test_helpers import Org, eventually, influx_count, provision, telemetry
+from device_test_helpers import PIDFILE, Org, eventually, influx_count, provision, telemetry
 
 from nattery_device.settings import DeviceSettings
 from nattery_shared.testing import TEST_MQTT_PORT, TestIssuer
@@ -56,9 +58,12 @@ async def connect_retrying(creds: dict[str, str], client_id: str, stack: AsyncEx
         try:
             return await stack.enter_async_context(mqtt(creds, client_id))
         except aiomqtt.MqttError:
+            # Mosquitto 2.0.11 clears its reload flag after reloading, so a SIGHUP that lands during
+            # a reload (two sites provisioned back to back) is lost: ask again, as an operator would.
+            os.kill(int(PIDFILE.read_text().strip()), signal.SIGHUP)
             return None
 
-    client: aiomqtt.Client = await eventually(attempt, timeout_s=10)
+    client: aiomqtt.Client = await eventually(attempt, timeout_s=10, interval_s=0.5)
     return client
 
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -123,6 +124,32 @@ def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return body
 
 
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    request_id: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "details"?, "request_id"}}``. For 422 the
+    details list each invalid field: ``[{"loc": ["body", "name"], "msg": ..., "type": ...}]``."""
+
+    error: ErrorInfo
+
+
+# Documented on every route of every service (the schema fuzzer fails on an undocumented status).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request"},
+    401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
+    403: {"model": ErrorBody, "description": "The token's role may not do this"},
+    404: {"model": ErrorBody, "description": "Not found (or another organisation's)"},
+    409: {"model": ErrorBody, "description": "Conflicts with the current state"},
+    422: {"model": ErrorBody, "description": "Invalid input; details name each field"},
+    429: {"model": ErrorBody, "description": "Too many requests; see Retry-After"},
+}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NatteryError)
     async def nattery_error(_: Request, err: NatteryError) -> JSONResponse:
@@ -189,5 +216,5 @@ def create_app(
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app

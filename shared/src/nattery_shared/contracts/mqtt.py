@@ -166,11 +166,12 @@ class SafetyLimits(_Payload):
 
     soc_min_pct: float = Field(ge=0, le=100)
     soc_max_pct: float = Field(ge=0, le=100)
-    max_charge_w: float = Field(ge=0)
-    max_discharge_w: float = Field(ge=0)
+    # Bounded like a set-point (1 MW): an unbounded float let Infinity through to the jsonb column.
+    max_charge_w: float = Field(ge=0, le=1_000_000)
+    max_discharge_w: float = Field(ge=0, le=1_000_000)
     battery_temp_min_c: float = Field(ge=-40, le=80)
     battery_temp_max_c: float = Field(ge=-40, le=80)
-    export_limit_w: float = Field(ge=0)
+    export_limit_w: float = Field(ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> SafetyLimits:

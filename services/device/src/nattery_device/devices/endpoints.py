@@ -12,6 +12,7 @@ from nattery_device.devices import service
 from nattery_device.devices.schemas import Device, DeviceCreate, DeviceKind, DeviceUpdate
 from nattery_shared.auth import Admin, Viewer
 from nattery_shared.deps import PoolDep
+from nattery_shared.validation import Offset
 
 router = APIRouter(tags=["devices"])
 
@@ -23,7 +24,7 @@ async def list_devices(
     site_id: uuid.UUID | None = None,
     kind: DeviceKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[Device]:
     return await service.list_devices(
         pool, principal.org_id, site_id=site_id, kind=kind.value if kind else None, limit=limit, offset=offset

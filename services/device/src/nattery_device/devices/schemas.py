@@ -10,6 +10,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nattery_shared.contracts.mqtt import DeviceStatus, Slug
+from nattery_shared.validation import Text
 
 
 class DeviceKind(StrEnum):
@@ -38,8 +39,8 @@ class DeviceCreate(BaseModel):
 
     slug: Slug
     kind: DeviceKind
-    profile: str | None = Field(default=None, max_length=100, examples=["deye_sunsynk_1ph"])
-    serial: str | None = Field(default=None, max_length=100)
+    profile: Text | None = Field(default=None, max_length=100, examples=["deye_sunsynk_1ph"])
+    serial: Text | None = Field(default=None, max_length=100)
     meter_category: MeterCategory | None = None
 
     @model_validator(mode="after")
@@ -54,8 +55,8 @@ class DeviceCreate(BaseModel):
 class DeviceUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    profile: str | None = Field(default=None, max_length=100)
-    serial: str | None = Field(default=None, max_length=100)
+    profile: Text | None = Field(default=None, max_length=100)
+    serial: Text | None = Field(default=None, max_length=100)
     meter_category: MeterCategory | None = None
 
 

@@ -12,6 +12,7 @@ from nattery_device.sites import service
 from nattery_device.sites.schemas import ProvisionedSite, Site, SiteCreate, SiteUpdate
 from nattery_shared.auth import Admin, Viewer
 from nattery_shared.deps import PoolDep
+from nattery_shared.validation import Offset
 
 router = APIRouter(prefix="/sites", tags=["sites"])
 
@@ -21,7 +22,7 @@ async def list_sites(
     principal: Viewer,
     pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Offset, Query()] = 0,
 ) -> list[Site]:
     return await service.list_sites(pool, principal.org_id, limit=limit, offset=offset)
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nattery_shared.contracts.mqtt import SafetyLimits, Slug
+from nattery_shared.validation import Text
 
 
 def _check_timezone(value: str) -> str:
@@ -36,11 +37,11 @@ def _not_reserved(value: str) -> str:
 
 class SiteCreate(_In):
     slug: Slug
-    name: str = Field(min_length=1, max_length=200)
-    location: str | None = Field(default=None, max_length=500)
+    name: Text = Field(min_length=1, max_length=200)
+    location: Text | None = Field(default=None, max_length=500)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    timezone: str = Field(default="UTC", examples=["Europe/London"])
+    timezone: Text = Field(default="UTC", max_length=64, examples=["Europe/London"])
     safety_limits: SafetyLimits
 
     _tz = field_validator("timezone")(_check_timezone)
@@ -48,17 +49,26 @@ class SiteCreate(_In):
 
 
 class SiteUpdate(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    location: str | None = Field(default=None, max_length=500)
+    name: Text | None = Field(default=None, min_length=1, max_length=200)
+    location: Text | None = Field(default=None, max_length=500)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    timezone: str | None = None
+    timezone: Text | None = Field(default=None, max_length=64)
     safety_limits: SafetyLimits | None = None
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str | None) -> str | None:
         return None if value is None else _check_timezone(value)
+
+    @field_validator("name", "timezone", "safety_limits", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Omit a field to keep it; these columns cannot be cleared (an explicit null reached the
+        # NOT NULL column: a 500 the schema fuzzer found).
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
 
 
 class Site(BaseModel):

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, status
-from pydantic import AwareDatetime
 
 from nattery_shared.auth import Admin, Operator, Principal, Viewer
 from nattery_shared.errors import NotFound, Unprocessable
+from nattery_shared.validation import IsoDatetime
 from nattery_trading.optimiser import (
     Battery,
     DemandCharge,
@@ -196,8 +196,8 @@ async def compare(
     principal: Viewer,
     planning: PlanningDep,
     sites: SitesDep,
-    start: Annotated[AwareDatetime, Query(alias="from")],
-    end: Annotated[AwareDatetime, Query(alias="to")],
+    start: Annotated[IsoDatetime, Query(alias="from")],
+    end: Annotated[IsoDatetime, Query(alias="to")],
 ) -> list[PlannedVsActual]:
     await _own_site(sites, planning.repo, principal, site_id)
     return [

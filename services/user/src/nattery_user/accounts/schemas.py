@@ -5,9 +5,10 @@ import uuid
 from pydantic import AwareDatetime, BaseModel, Field
 
 from nattery_shared.auth import Role
+from nattery_shared.validation import Text
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is proven by use.
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
+EMAIL_PATTERN = r"^[^@\s\x00]{1,64}@[^@\s\x00]+\.[^@\s\x00]{2,}$"  # no NUL: PostgreSQL text cannot hold it
 
 
 class Member(BaseModel):
@@ -22,7 +23,7 @@ class Member(BaseModel):
 
 class UserCreate(BaseModel):
     email: str = Field(pattern=EMAIL_PATTERN, max_length=254)
-    display_name: str = Field(default="", max_length=200)
+    display_name: Text = Field(default="", max_length=200)
     role: Role = Role.VIEWER
     password: str | None = Field(
         default=None, description="omit to have one generated and returned once", max_length=256
@@ -34,7 +35,7 @@ class UserCreated(Member):
 
 
 class UserUpdate(BaseModel):
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: Text | None = Field(default=None, max_length=200)
     role: Role | None = None
     disabled: bool | None = None
 

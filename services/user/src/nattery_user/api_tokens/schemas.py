@@ -5,10 +5,11 @@ import uuid
 from pydantic import AwareDatetime, BaseModel, Field
 
 from nattery_shared.auth import Role
+from nattery_shared.validation import Text
 
 
 class ApiTokenCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     role: Role = Role.VIEWER
     expires_in_days: int = Field(default=90, ge=1, le=365)
 

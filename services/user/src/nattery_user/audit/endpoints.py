@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from nattery_shared.auth import Admin
 from nattery_shared.deps import PoolDep
+from nattery_shared.validation import IsoDatetimeAny
 from nattery_user.audit import service
 from nattery_user.audit.schemas import AuditPage
 
@@ -19,8 +19,8 @@ async def list_audit(
     pool: PoolDep,
     actor: str | None = None,
     action: Annotated[str | None, Query(description="exact, or a prefix ending in *: auth.*")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetimeAny | None = None,
+    until: IsoDatetimeAny | None = None,
     before_id: Annotated[int | None, Query(description="next_before_id of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AuditPage:

@@ -5,20 +5,22 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from nattery_shared.validation import Text
+
 
 class LoginRequest(BaseModel):
-    email: str = Field(max_length=254)
+    email: Text = Field(max_length=254)
     password: str = Field(max_length=1024)
     org_id: uuid.UUID | None = Field(default=None, description="org to act in; default: the first one")
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(max_length=200)
+    refresh_token: Text = Field(max_length=200)
 
 
 class TokenExchangeRequest(BaseModel):
     grant_type: Literal["api_token"] = "api_token"
-    api_token: str = Field(max_length=200)
+    api_token: Text = Field(max_length=200)
 
 
 class TokenPair(BaseModel):
