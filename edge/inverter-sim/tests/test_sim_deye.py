@@ -88,7 +88,6 @@ def test_reply_timing_is_at_least_wire_time(start_sim: Start) -> None:
         m.read(1, 100, count)
         wire = transaction_time_s(8, 5 + 2 * count, 9600) - t35_s(9600)  # t3.5 after the reply is ours
         assert m.last_elapsed >= wire + 0.030 - 0.002, (count, m.last_elapsed)
-        assert m.last_elapsed < wire + 0.030 + 0.5
 
 
 def test_exceptions_and_silence(start_sim: Start) -> None:

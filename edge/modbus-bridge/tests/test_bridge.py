@@ -443,10 +443,9 @@ def test_watchdog_exits_non_zero_when_the_worker_is_stuck() -> None:
         "import time\nfrom nattery_bridge.app import Watchdog\n"
         "w = Watchdog(lambda: time.monotonic() - 100, 1.0)\nw.start()\ntime.sleep(10)\n"
     )
-    t0 = time.monotonic()
+    # Without the watchdog the child would sleep its 10 s out and exit 0.
     rc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20)
     assert rc.returncode == 70 and b"watchdog" in rc.stderr
-    assert time.monotonic() - t0 < 5
 
 
 async def test_outbox_disk_budget_drops_oldest_telemetry_and_says_so(
