@@ -5,6 +5,15 @@ Mosquitto 2.0's ``$7$`` format (``mosquitto_passwd``, ``src/password_mosq.c``):
 The file is rewritten atomically (temp file + rename in the same directory) under an exclusive
 ``flock`` so that two replicas, or a replica and ``mosquitto_passwd``, never interleave writes.
 On SIGHUP Mosquitto reloads the file and re-checks connected clients, so a removed site is dropped.
+
+Passwords stay here; what a site's login may do is the broker's: acl_file (its own topics) and the
+site-guard plugin (infrastructure/mosquitto/plugin/: client id `<slug>` or `<slug>.<name>` only, no
+`$share` group), both keyed on the username this file holds, which is the site's slug. The
+dynamic-security plugin was not used: it binds a login to one exact client id (a site runs one bridge
+connection per device) and keeps passwords in its own store, out of reach of this file's reconcile.
+Known limit (mosquitto 2.0.11): a SIGHUP that arrives while the broker is reloading is lost (it clears
+its reload flag after reloading), so two sites provisioned within a few milliseconds may leave the
+second one refused until the next change reloads the broker.
 """
 
 from __future__ import annotations
