@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -46,20 +47,54 @@ class SiteAccount:
         return f"nattery/v1/{self.username}"
 
 
-def reload_mosquitto() -> None:
-    """What device-service does after editing the password file: SIGHUP re-reads passwd and acl."""
+def connack(username: str, password: str) -> int:
+    """The CONNACK return code of a bare MQTT 3.1.1 CONNECT with these credentials (0: accepted;
+    -1: closed without one). A site's client id must be ``<slug>.<name>`` (site guard)."""
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    client_id = f"{username}.probe-{secrets.token_hex(4)}"
+    body = field("MQTT") + bytes([4, 0xC2, 0, 30]) + field(client_id) + field(username) + field(password)
+    length, n = b"", len(body)
+    while True:  # MQTT variable-length integer
+        n, digit = divmod(n, 128)
+        length += bytes([digit | (0x80 if n else 0)])
+        if not n:
+            break
+    with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=5) as sock:
+        sock.sendall(b"\x10" + length + body)
+        reply = b""
+        while len(reply) < 4 and (chunk := sock.recv(4 - len(reply))):
+            reply += chunk
+        if len(reply) < 4 or reply[0] != 0x20:
+            return -1
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+        return reply[3]
+
+
+def reload_mosquitto(username: str, password: str, *, accepted: bool, timeout_s: float = 10.0) -> None:
+    """What device-service does after editing the password file: SIGHUP re-reads passwd and acl.
+    Mosquitto reloads on its next loop turn, so wait until ``username`` is accepted (or refused)."""
     os.kill(int(PID_FILE.read_text().strip()), signal.SIGHUP)
-    time.sleep(0.3)
+    deadline = time.monotonic() + timeout_s
+    while (connack(username, password) == 0) != accepted:
+        assert time.monotonic() < deadline, (
+            f"mosquitto reload: {username} still {'refused' if accepted else 'accepted'}"
+        )
+        time.sleep(0.05)  # polling interval
 
 
 def add_site(username: str, password: str) -> None:
     subprocess.run(["mosquitto_passwd", "-b", str(PASSWORD_FILE), username, password], check=True)
-    reload_mosquitto()
+    reload_mosquitto(username, password, accepted=True)
 
 
-def remove_site(username: str) -> None:
+def remove_site(username: str, password: str) -> None:
     subprocess.run(["mosquitto_passwd", "-D", str(PASSWORD_FILE), username], check=False)
-    reload_mosquitto()
+    reload_mosquitto(username, password, accepted=False)
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +118,7 @@ def make_site(mosquitto: None) -> Iterator[type[SiteAccount] | object]:
     for site in created:
         subprocess.run(["mosquitto_passwd", "-D", str(PASSWORD_FILE), site.username], check=False)
     if created:
-        reload_mosquitto()
+        reload_mosquitto(created[-1].username, created[-1].password, accepted=False)
 
 
 @pytest.fixture(scope="session")

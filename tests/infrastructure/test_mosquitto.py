@@ -130,7 +130,8 @@ async def test_site_cannot_read_another_sites_prefix(make_site: Callable[[], Sit
 
         await victim.publish(f"{other.prefix}/inverter-1/telemetry", b"private", qos=1)
         await victim.publish(f"{other.prefix}/inverter-1/command", b"private", qos=1)
-        await asyncio.sleep(0.2)
+        # publish() returned on the PUBACK, and Mosquitto queues a message to its subscribers before it
+        # acknowledges it: anything leaked to the spy is queued ahead of the sentinel below.
         async with client(site.username, site.password) as own:
             await own.publish(f"{site.prefix}/inverter-1/state", b"sentinel", qos=1)
         received = await collect_until(spy, b"sentinel")
@@ -152,7 +153,7 @@ async def test_removed_site_is_disconnected_and_refused_after_sighup(
     site = make_site()
     async with client(site.username, site.password) as edge:
         await edge.subscribe(f"{site.prefix}/#", qos=1)
-        remove_site(site.username)  # mosquitto_passwd -D + SIGHUP, as device-service does
+        remove_site(site.username, site.password)  # mosquitto_passwd -D + SIGHUP, as device-service does
         with pytest.raises(aiomqtt.MqttError):
             # mosquitto re-checks connected clients on reload and drops the removed one.
             async with asyncio.timeout(5):

@@ -166,8 +166,19 @@ class SiteClient:
         )
         info.wait_for_publish(5)
 
-    def subscribe(self, suffix: str, device: str = "inv1") -> None:
+    def subscribe(self, suffix: str, device: str = "inv1", timeout_s: float = 5.0) -> None:
+        """Subscribe and wait for the broker's SUBACK, so a message published next is not missed."""
+        granted = threading.Event()
+        codes: list[Any] = []
+
+        def on_subscribe(_c: Any, _u: Any, _mid: int, reason_codes: list[Any], _p: Any) -> None:
+            codes.extend(reason_codes)
+            granted.set()
+
+        self.client.on_subscribe = on_subscribe
         self.client.subscribe(f"nattery/v1/{self.username}/{device}/{suffix}", qos=1)
+        assert granted.wait(timeout_s), f"no SUBACK for {suffix} within {timeout_s}s"
+        assert codes and not any(code.is_failure for code in codes), f"subscription refused: {codes}"
 
     def close(self) -> None:
         self.client.disconnect()

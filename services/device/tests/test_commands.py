@@ -48,8 +48,7 @@ async def test_rest_command_is_delivered_acknowledged_and_tracked(
     device_id = site["device"]["id"]
     edge = SiteClient(site["mqtt"]["username"], site["mqtt"]["password"])
     assert await asyncio.to_thread(edge.connect)
-    edge.subscribe("command")
-    await asyncio.sleep(0.3)
+    await asyncio.to_thread(edge.subscribe, "command")  # returns on the SUBACK
 
     async with EventCapture("device.command_acknowledged") as events:
         body = {"type": "set_power", "params": {"battery_power_w": -2500}, "ttl_s": 120}
@@ -97,8 +96,14 @@ async def test_rest_command_is_delivered_acknowledged_and_tracked(
         )
         states = [e["state"] for e in events.data("device.command_acknowledged", command_id=command["id"])]
         assert states == ["pending", "sent", "accepted", "done"]
-    await asyncio.sleep(0.5)
-    assert len(commands_seen(edge)) == 1  # exactly once
+    # Exactly once: a sentinel command sent after everything above goes out through the same MQTT
+    # session, so once it has arrived any second copy of the first one would have arrived before it.
+    sentinel = await client.post(
+        f"/devices/{device_id}/commands", json={"type": "refresh"}, headers=org.operator
+    )
+    assert sentinel.status_code == 201, sentinel.text
+    await eventually(lambda: any(str(c.id) == sentinel.json()["id"] for c in commands_seen(edge)))
+    assert [str(c.id) for c in commands_seen(edge)] == [command["id"], sentinel.json()["id"]]
     edge.close()
 
 
@@ -142,7 +147,17 @@ async def test_commands_are_validated_scoped_and_expire(
     assert await asyncio.to_thread(edge.connect)
     ack = {"id": created["id"], "status": "done", "ts": datetime.now(UTC).isoformat()}
     await asyncio.to_thread(edge.publish, "command/ack", ack)
-    await asyncio.sleep(0.5)
+    # Sentinel: an ack for a live command, published after the late one on the same session; acks are
+    # handled in order, so once it has been applied the late ack has been handled too.
+    live = (await client.post(url, json={"type": "refresh", "ttl_s": 300}, headers=org.operator)).json()
+    live_ack = {"id": live["id"], "status": "accepted", "ts": datetime.now(UTC).isoformat()}
+    await asyncio.to_thread(edge.publish, "command/ack", live_ack)
+
+    async def live_accepted() -> bool:
+        body = (await client.get(f"/commands/{live['id']}", headers=org.viewer)).json()
+        return bool(body["state"] == "accepted")
+
+    await eventually(live_accepted)
     assert (await client.get(f"/commands/{created['id']}", headers=org.viewer)).json()["state"] == "expired"
     edge.close()
 
@@ -160,8 +175,7 @@ async def test_command_requested_and_schedule_published_events_become_commands(
     site = await provision(client, org)
     edge = SiteClient(site["mqtt"]["username"], site["mqtt"]["password"])
     assert await asyncio.to_thread(edge.connect)
-    edge.subscribe("command")
-    await asyncio.sleep(0.3)
+    await asyncio.to_thread(edge.subscribe, "command")  # returns on the SUBACK
 
     bus = EventBus(RabbitSettings(url=SecretStr(TEST_RABBIT_URL)), source="/tests/trading")
     bus.start()
@@ -215,9 +229,26 @@ async def test_command_requested_and_schedule_published_events_become_commands(
         .json()["source"]
         .startswith("event:")
     )
-    await asyncio.sleep(0.5)
+    # Sentinel: a third command.requested published after the duplicate; once its command has reached
+    # the edge, a second command made from the duplicate would have been created before it.
+    sentinel_id = uuid.uuid4()
+    await bus.publish(
+        make_event(
+            EventType.COMMAND_REQUESTED,
+            CommandRequested(
+                command_id=sentinel_id,
+                org_id=org.id,
+                site_id=uuid.UUID(site["id"]),
+                type="refresh",
+                expires_at=now + timedelta(minutes=5),
+                requested_by="trading:test",
+            ),
+            source="/tests/trading",
+        )
+    )
+    await eventually(lambda: any(c.id == sentinel_id for c in commands_seen(edge)), timeout_s=15)
     # One command per event, whatever the duplicates; the sweeper may re-send an unanswered command
     # under the same id (at-least-once; the bridge is idempotent by id), so count distinct ids.
-    assert len({c.id for c in commands_seen(edge)}) == 2
+    assert {c.id for c in commands_seen(edge)} == {command_id, by_type["set_schedule"].id, sentinel_id}
     await bus.close()
     edge.close()

@@ -4,6 +4,7 @@ org, fanned out through Redis; a slow client's bounded queue drops its oldest me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,8 @@ from device_test_helpers import Org, SiteClient, device_settings, provision, tel
 from nattery_device.app import create_app
 from nattery_device.mqtt.subscriber import forget_session
 from nattery_device.stream.hub import ClientQueue
-from nattery_shared.testing import TestIssuer, free_port
+from nattery_shared.aio import within
+from nattery_shared.testing import TestIssuer, eventually, free_port
 
 
 @pytest.fixture
@@ -67,16 +69,34 @@ async def test_stream_is_authenticated_and_scoped_to_the_org(server: str, test_i
             edge = SiteClient(site["mqtt"]["username"], site["mqtt"]["password"])
             assert await asyncio.to_thread(edge.connect)
             edges.append(edge)
-        await asyncio.sleep(2.5)  # listener cache of the publisher
-        await asyncio.to_thread(edges[0].publish, "telemetry", telemetry(1, battery_soc_pct=11.0))
-        await asyncio.to_thread(edges[1].publish, "telemetry", telemetry(2, battery_soc_pct=22.0))
-        for ws in (ws_query, ws_message):
-            received: list[dict[str, object]] = []
-            while not any(m["type"] == "telemetry" for m in received):
-                received.append(await _next(ws))
-            samples = [s for m in received if m["type"] == "telemetry" for s in m["samples"]]  # type: ignore[attr-defined]
+        # Ingest asks Redis whether some replica streams the org and caches the answer for a moment
+        # (StreamPublisher.listening): publish rounds (the other org's site first, ours second) until
+        # both streams have carried telemetry; everything they carried must then be ours.
+        received: list[tuple[websockets.ClientConnection, list[dict[str, object]]]] = [
+            (ws_query, []),
+            (ws_message, []),
+        ]
+        rounds = 0
+
+        def has_telemetry(messages: list[dict[str, object]]) -> bool:
+            return any(m["type"] == "telemetry" for m in messages)
+
+        async def streamed() -> bool:
+            nonlocal rounds
+            rounds += 1
+            await asyncio.to_thread(edges[0].publish, "telemetry", telemetry(rounds, battery_soc_pct=11.0))
+            await asyncio.to_thread(edges[1].publish, "telemetry", telemetry(rounds, battery_soc_pct=22.0))
+            for ws, messages in received:
+                with contextlib.suppress(TimeoutError):
+                    while not has_telemetry(messages):
+                        messages.append(dict(json.loads(await within(ws.recv(), 0.5))))
+            return all(has_telemetry(messages) for _, messages in received)
+
+        await eventually(streamed, timeout_s=20, interval_s=0)
+        for _, messages in received:
+            samples = [s for m in messages if m["type"] == "telemetry" for s in m["samples"]]  # type: ignore[attr-defined]
             assert {s["device_id"] for s in samples} == {mine["device"]["id"]}
-            assert samples[0]["values"]["battery_soc_pct"] == 22.0
+            assert all(s["values"]["battery_soc_pct"] == 22.0 for s in samples)
         for edge in edges:
             edge.close()
 
