@@ -12,6 +12,7 @@ from nattery_integration.markets.repository import MarketsRepository
 from nattery_integration.markets.schemas import PriceOut, PriceSetOut
 from nattery_shared.auth import Viewer
 from nattery_shared.errors import BadRequest
+from nattery_shared.validation import IsoDatetimeAny, Text
 
 router = APIRouter(tags=["markets"])
 
@@ -22,11 +23,11 @@ MAX_SPAN = timedelta(days=31)
 async def price_sets(
     request: Request,
     _: Viewer,
-    market: Annotated[str, Query(min_length=1, max_length=64, examples=["octopus-agile"])],
-    region: Annotated[str, Query(max_length=32, description="GSP letter or bidding-zone EIC")] = "",
+    market: Annotated[Text, Query(min_length=1, max_length=64, examples=["octopus-agile"])],
+    region: Annotated[Text, Query(max_length=32, description="GSP letter or bidding-zone EIC")] = "",
     direction: Literal["import", "export"] = "import",
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: IsoDatetimeAny | None = None,  # (schema fuzzer: a bare number was read as Unix time)
+    end: IsoDatetimeAny | None = None,
 ) -> list[PriceSetOut]:
     """The latest version of each delivery window overlapping [start, end) (default: today and
     tomorrow), as published in ``market.prices_updated``."""
