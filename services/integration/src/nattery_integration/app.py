@@ -8,6 +8,7 @@ relay, connections and inbound webhooks.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
@@ -17,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from nattery_integration.areas import Area, discover
 from nattery_integration.connections.crypto import SecretBox
@@ -29,6 +30,7 @@ from nattery_integration.jobs.service import JobRunner
 from nattery_integration.outbox import OutboxRelay
 from nattery_integration.providers.client import ProviderClients
 from nattery_integration.providers.endpoints import router as providers_router
+from nattery_integration.providers.errors import ProviderError
 from nattery_integration.providers.specs import ProviderSpec, configured
 from nattery_integration.settings import IntegrationSettings, get_settings
 from nattery_integration.webhooks.endpoints import router as webhooks_router
@@ -36,6 +38,7 @@ from nattery_integration.webhooks.registry import WebhookHandler
 from nattery_integration.webhooks.service import WebhookService
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
+from nattery_shared.errors import NatteryError
 from nattery_shared.resources import open_resources
 
 SCHEMA = "integration"
@@ -115,6 +118,8 @@ def create_app(
                     "webhooks": webhooks,
                 }
             finally:
+                for stoppable in (relay, runner, webhooks):
+                    stoppable.stop()
                 for task in ctx.tasks:
                     task.cancel()
                 if ctx.tasks:
@@ -126,10 +131,20 @@ def create_app(
     routers: list[APIRouter] = [providers_router, jobs_router, connections_router, webhooks_router]
     for area in all_areas:
         routers.extend(area.routers)
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         title="Nattery integration service",
         description="Third-party providers (markets, flexibility, solar, weather), webhooks and notifications.",
         lifespan=lifespan,
         routers=routers,
     )
+    nattery_error_handler = app.exception_handlers[NatteryError]
+
+    async def provider_error(request: Request, err: Exception) -> Response:
+        # A provider error that reaches an answer becomes the project's error (503, or 429 + Retry-After).
+        assert isinstance(err, ProviderError)
+        response = nattery_error_handler(request, err.to_http())
+        return await response if inspect.isawaitable(response) else response
+
+    app.add_exception_handler(ProviderError, provider_error)
+    return app

@@ -61,13 +61,19 @@ class OutboxRelay:
         self._pruned_at = 0.0
         self._poke = asyncio.Event()
         self._failing = False
+        self._stopping = False
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
+        self._stopping = True
+        self._poke.set()
 
     def poke(self) -> None:
         """Something was enqueued: publish now rather than at the next poll."""
         self._poke.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 while await self.publish_pending() == self._batch:
                     pass

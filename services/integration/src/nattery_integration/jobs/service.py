@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_integration.cancel import raise_if_cancelling
 from nattery_integration.jobs import repository
 from nattery_integration.jobs.registry import JobContext, JobOutcome, JobRegistry, JobResult, JobSpec
 from nattery_integration.jobs.schemas import JobView
@@ -77,12 +78,20 @@ class JobRunner:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._poke = asyncio.Event()
         self._failing = False
+        self._stopping = False
 
     def poke(self) -> None:
         self._poke.set()
 
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
+        self._stopping = True
+        self._poke.set()
+
     async def ensure_rows(self) -> None:
         now = datetime.now(UTC)
+        if not self.registry.specs():
+            return
         async with self.pool.connection() as conn:
             for spec in self.registry.specs():
                 regular = spec.next_run(now)
@@ -93,7 +102,7 @@ class JobRunner:
     async def run(self) -> None:
         rows_ready = False
         try:
-            while True:
+            while not self._stopping:
                 try:
                     if not rows_ready:
                         await self.ensure_rows()
@@ -105,6 +114,7 @@ class JobRunner:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
+                    raise_if_cancelling()  # a client turned our cancellation into its own error
                     if not self._failing:
                         log.warning("job runner cannot claim jobs, will retry: %r", err)
                         self._failing = True
@@ -164,6 +174,7 @@ class JobRunner:
             error = f"did not finish within {spec.timeout_s:.0f} s"
             result = JobResult.failed(error)
         except Exception as err:
+            raise_if_cancelling()
             log.exception("job %s failed", spec.name)
             error = f"{type(err).__name__}: {err}"[:1000]
             result = JobResult.failed(error)
@@ -179,18 +190,23 @@ class JobRunner:
             spec, result, now=now, scheduled_for=ctx.scheduled_for, attempt=ctx.attempt
         )
         JOB_RUNS.labels(spec.name, recorded.value).inc()
-        async with self.pool.connection() as conn:
-            kept = await repository.finish(
-                conn,
-                spec.name,
-                self.replica,
-                next_run_at=next_at,
-                scheduled_for=slot,
-                attempt=attempt,
-                outcome=recorded.value,
-                message=result.message,
-                error=error,
-            )
+        try:
+            async with self.pool.connection() as conn:
+                kept = await repository.finish(
+                    conn,
+                    spec.name,
+                    self.replica,
+                    next_run_at=next_at,
+                    scheduled_for=slot,
+                    attempt=attempt,
+                    outcome=recorded.value,
+                    message=result.message,
+                    error=error,
+                )
+        except Exception as err:  # the lease runs out and the job runs again (handlers are idempotent)
+            raise_if_cancelling()
+            log.warning("job %s: cannot record its run (%s): %r", spec.name, recorded.value, err)
+            return
         if not kept:
             log.warning("job %s: lease lost while running; another replica took it over", spec.name)
         level = logging.INFO if recorded is not JobOutcome.FAILED else logging.WARNING
@@ -210,6 +226,7 @@ class JobRunner:
                 async with self.pool.connection() as conn:
                     await repository.renew(conn, name, self.replica, self._lease_s)
             except Exception as err:  # the next renewal may work; the lease is long enough
+                raise_if_cancelling()
                 log.warning("job %s: cannot renew lease: %r", name, err)
 
     async def views(self) -> list[JobView]:

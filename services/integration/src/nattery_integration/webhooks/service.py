@@ -73,6 +73,7 @@ class WebhookService:
                 raise ValueError(f"integration.webhooks.secrets.{provider}: {err}") from err
         self._poke = asyncio.Event()
         self._failing = False
+        self._stopping = False
 
     @property
     def max_body_bytes(self) -> int:
@@ -134,8 +135,13 @@ class WebhookService:
         return Accepted(delivery_id, duplicate)
 
     # --- worker ----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
+        self._stopping = True
+        self._poke.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 while await self.process_pending() == self._batch:
                     pass
@@ -172,6 +178,7 @@ class WebhookService:
         except asyncio.CancelledError:
             raise  # the lease runs out and another pass (or replica) takes it again
         except Exception as err:
+            raise_if_cancelling()
             error = f"{type(err).__name__}: {err}"[:1000]
             log.warning(
                 "webhook %s/%s failed (attempt %d): %s",
