@@ -8,8 +8,20 @@
   (``nattery-integration serve``, uvicorn, one worker) against the local test PostgreSQL/Redis/RabbitMQ,
   with its webhook worker on (deliveries are processed, as unhandled, while the load runs) and its
   scheduled jobs off. The achieved rate (200s per second of the run) is printed beside it.
+- ``integration.prices_to_schedules_s``: the production path from a provider to the fleet's schedules.
+  ``--sites`` (1,000) trading sites configured on Octopus Agile region J (bench/trading.py's
+  ``setup_fleet_db`` in database ``nattery_bench_integration``, which also holds this service's schema),
+  the real trading service and fleet-worker (bench/trading.py's ``TradingProcesses``), the replay server
+  (``python -m nattery_integration.replay``, publishing exactly today's Agile day) and a
+  ``nattery-integration`` process with its jobs on. One org's Octopus connection is stored and the
+  ``markets.octopus`` job made due: the job fetches the day from the replay server, stores the set and
+  its event in one transaction, the relay publishes ``market.prices_updated``; the figure is the time
+  from that event on RabbitMQ to the last of the ``--sites`` ``schedule.published`` events.
 
-    uv run python bench/integration.py [--rate 500] [--seconds 10]
+The whole run holds the test-servers lock (the test RabbitMQ vhost, Redis and ``nattery_test``).
+
+    uv run python bench/integration.py [--rate 500] [--seconds 10] [--sites 1000] [--workers 2]
+        [--only webhooks|prices]
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -25,18 +38,26 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from common import emit, note, percentile
 
 from nattery_shared import migrations
-from nattery_shared.testing import TEST_PG_DSN, free_port, lock_test_servers, test_env
+from nattery_shared.testing import TEST_PG_DSN, TEST_RABBIT_URL, free_port, lock_test_servers, test_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"bench-webhook-secret-32-bytes!!!").decode()
 KEY = base64.b64decode(SECRET.removeprefix("whsec_"))
 TARGET_MS = 50.0
+TARGET_PRICES_S = 10.0
+PRICES_DB = "nattery_bench_integration"
+AGILE, AGILE_REGION = "octopus-agile", "J"
+LONDON = ZoneInfo("Europe/London")
 
 
 def signed(body: bytes) -> dict[str, str]:
@@ -101,12 +122,7 @@ async def offer(base: str, rate: float, seconds: float) -> tuple[list[float], in
     return latencies, failures, len(latencies) / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=500.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
-    _lock = lock_test_servers("bench/integration.py")
+def bench_webhooks(args: argparse.Namespace) -> None:
     migrations.upgrade(
         ROOT / "services/integration/src/nattery_integration/migrations", TEST_PG_DSN, "integration"
     )
@@ -154,6 +170,235 @@ def main() -> None:
         p50_ms=round(percentile(latencies, 50) * 1000, 2) if latencies else None,
         p999_ms=round(percentile(latencies, 99.9, missing=failures) * 1000, 2) if measured else None,
     )
+
+
+# --- prices -> schedules through the production path ----------------------------------------------
+def _end_of_agile_day(now: datetime) -> datetime:
+    """The end (23:00 UK) of the Agile delivery day under way: the replay publishes up to there only,
+    so the job finds exactly one complete day (tomorrow's, after 16:00 UK, stays "not yet")."""
+    local = now.astimezone(LONDON)
+    day = (local + timedelta(hours=1)).date()  # the window of day D starts at 23:00 on D-1
+    return datetime.combine(day, clock_time(23, 0), LONDON).astimezone(UTC)
+
+
+def _start(cmd: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+    log = ROOT / "var/log"
+    log.mkdir(parents=True, exist_ok=True)
+    out = (log / f"{log_name}.log").open("ab")
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=ROOT)
+
+
+async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[str, Any]:
+    import aio_pika
+    import psycopg
+    import trading  # bench/trading.py: the fleet's database and processes, shared
+
+    from nattery_integration.connections import repository as connections
+
+    t = time.monotonic()
+    trading.setup_fleet_db(n, history_days, database=PRICES_DB, market=AGILE, region=AGILE_REGION)
+    dsn = trading._dsn(PRICES_DB)
+    migrations.upgrade(ROOT / "services/integration/src/nattery_integration/migrations", dsn, "integration")
+    note(
+        "integration", f"fleet database: {n} sites on {AGILE} {AGILE_REGION} in {time.monotonic() - t:.0f} s"
+    )
+
+    replay_port, port = free_port(), free_port()
+    replay_base = f"http://127.0.0.1:{replay_port}"
+    paths = {
+        "OCTOPUS": "/octopus/v1/",
+        "ELEXON": "/elexon/bmrs/api/v1/",
+        "MODO": "/modo/pub/v1/",
+        "ENTSOE": "/entsoe/",
+        "OPEN_METEO": "/open-meteo/v1/",
+    }
+    env = {
+        **os.environ,
+        **test_env(),
+        "NATTERY_POSTGRES__DSN": dsn,
+        "NATTERY_PORT": str(port),
+        "NATTERY_LOG_LEVEL": "WARNING",
+        "NATTERY_INTEGRATION__REDIS_PREFIX": f"nattery:integration:bench-{uuid.uuid4().hex[:6]}:",
+        **{f"NATTERY_INTEGRATION__{p}__BASE_URL": replay_base + path for p, path in paths.items()},
+    }
+    queue_name = f"bench.integration.site_plans.{os.getpid()}"
+    fleet = trading.TradingProcesses(workers, queue_name, PRICES_DB, "bench-integration-trading")
+    service: subprocess.Popen[bytes] | None = None
+    replay = _start(
+        [sys.executable, "-m", "nattery_integration.replay", "--port", str(replay_port)],
+        {**os.environ},
+        "bench-integration-replay",
+    )
+    try:
+        connection = await aio_pika.connect_robust(TEST_RABBIT_URL)
+    except BaseException:
+        replay.terminate()
+        raise
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange("nattery.events", aio_pika.ExchangeType.TOPIC, durable=True)
+        listen = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await listen.bind(exchange, routing_key="schedule.published")
+        await listen.bind(exchange, routing_key="market.prices_updated")
+        seen: set[str] = set()
+        prices_events: list[tuple[float, dict[str, Any]]] = []
+        arrivals: list[float] = []
+        early: list[str] = []
+        done = asyncio.Event()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            event = json.loads(message.body)
+            if message.routing_key == "market.prices_updated":
+                if event["data"].get("market") == AGILE:
+                    prices_events.append((time.monotonic(), event))
+                return
+            if not prices_events:
+                early.append(event["data"]["site_id"])  # not caused by the event measured
+                return
+            site = event["data"]["site_id"]
+            if site not in seen:
+                seen.add(site)
+                arrivals.append(time.monotonic())
+                if len(seen) >= n:
+                    done.set()
+
+        await listen.consume(on_message, no_ack=True)
+
+        async def consumers() -> int:
+            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                ch = await connection.channel()
+                q = await ch.declare_queue(queue_name, passive=True)
+                count = q.declaration_result.consumer_count or 0
+                await ch.close()
+                return count
+            return 0
+
+        fleet.start()
+        async with httpx.AsyncClient(base_url=replay_base, timeout=5) as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    until = _end_of_agile_day(datetime.now(UTC)).isoformat()
+                    r = await http.post("/_replay/octopus", json={"published_until": until})
+                    if r.status_code == 200:
+                        break
+                if replay.poll() is not None:
+                    raise RuntimeError("the replay server exited (var/log/bench-integration-replay.log)")
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the replay server did not start")
+        await fleet.wait_ready(consumers)
+        service = _start(
+            [sys.executable, "-m", "nattery_integration", "serve"], env, "bench-integration-service"
+        )
+        await wait_ready(f"http://127.0.0.1:{port}", service)
+        org = uuid.uuid4()
+        async with await psycopg.AsyncConnection.connect(dsn, options="-c search_path=integration") as conn:
+            await connections.insert(
+                conn,
+                connection_id=uuid.uuid4(),
+                org_id=org,
+                provider="octopus",
+                name="bench agile",
+                settings={"region": AGILE_REGION, "product_code": "AGILE-24-10-01"},
+                secret_names=[],
+                blob=None,
+                key_id=None,
+                enabled=True,
+            )
+            await conn.commit()
+            for _ in range(600):  # the job's row appears once the runner has registered the area's jobs
+                # (a run under way when this lands may set the next minute's slot instead: at most 60 s
+                # more before the event, outside the figure)
+                cur = await conn.execute("UPDATE jobs SET next_run_at = now() WHERE name = 'markets.octopus'")
+                await conn.commit()
+                if cur.rowcount:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("the markets.octopus job never appeared")
+        note("integration", "octopus connection stored, markets.octopus due; waiting for the schedules")
+        try:
+            await asyncio.wait_for(done.wait(), timeout=600)
+        except TimeoutError:
+            note("integration", f"only {len(seen)} of {n} schedules after 600 s")
+        end = time.monotonic()
+    finally:
+        if service is not None and service.poll() is None:
+            service.terminate()
+        fleet.stop()
+        replay.terminate()
+        for p in (service, replay):
+            if p is not None:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        with contextlib.suppress(Exception):
+            ch = await connection.channel()
+            for q in (queue_name, f"{queue_name}.dlq"):
+                await ch.queue_delete(q)
+        await connection.close()
+    if not prices_events:
+        return {
+            "elapsed_s": None,
+            "published": len(seen),
+            "prices_events": 0,
+            "why": "no market.prices_updated",
+        }
+    t0, first = prices_events[0]
+    last = max(arrivals) if arrivals else None
+    return {
+        "elapsed_s": (last - t0) if last is not None and len(seen) >= n else (end - t0 if seen else None),
+        "published": len(seen),
+        "prices_events": len(prices_events),
+        "prices_points": len(first["data"].get("prices", [])),
+        "prices_source": first.get("source"),
+        "schedules_before_the_event": len(early),
+        "first_schedule_s": round(min(arrivals) - t0, 2) if arrivals else None,
+        "p50_schedule_s": round(percentile([a - t0 for a in arrivals], 50), 2) if arrivals else None,
+    }
+
+
+def bench_prices(args: argparse.Namespace) -> None:
+    r = asyncio.run(_prices_to_schedules(args.sites, args.workers, args.history_days))
+    complete = r["published"] >= args.sites
+    emit(
+        "integration.prices_to_schedules_s",
+        round(r["elapsed_s"], 2) if r["elapsed_s"] is not None and complete else None,
+        "s",
+        target=f"<= {TARGET_PRICES_S:g}",
+        reference=f"market.prices_updated from integration-service (markets.octopus job, replay server) -> "
+        f"the last of {args.sites:,} schedule.published, production path (integration service + outbox "
+        f"relay, trading service + fleet-worker, PostgreSQL, RabbitMQ) on {os.cpu_count()} cores",
+        sites=args.sites,
+        schedules_published=r["published"],
+        worker_processes=args.workers,
+        prices_events=r["prices_events"],
+        prices_points=r.get("prices_points"),
+        prices_source=r.get("prices_source"),
+        first_schedule_s=r.get("first_schedule_s"),
+        p50_schedule_s=r.get("p50_schedule_s"),
+        schedules_before_the_event=r.get("schedules_before_the_event"),
+        **({} if complete else {"why": r.get("why", f"only {r['published']} of {args.sites} schedules")}),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=("webhooks", "prices"))
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--sites", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="planning processes (service + fleet-worker)")
+    parser.add_argument("--history-days", type=int, default=28)
+    args = parser.parse_args()
+    _lock = lock_test_servers("bench/integration.py")  # held until the process ends
+    if args.only in (None, "webhooks"):
+        bench_webhooks(args)
+    if args.only in (None, "prices"):
+        bench_prices(args)
 
 
 if __name__ == "__main__":

@@ -168,11 +168,18 @@ def _prices_of_next_day(now: datetime) -> tuple[datetime, list[tuple[datetime, f
 
 
 def setup_fleet_db(
-    n: int, history_days: int, reuse: bool = False
+    n: int,
+    history_days: int,
+    reuse: bool = False,
+    *,
+    database: str = FLEET_DB,
+    market: str = MARKET,
+    region: str = REGION,
 ) -> tuple[datetime, list[tuple[datetime, float]]]:
     """A fresh database with ``n`` configured sites; returns now and the next day's prices (the event).
     ``reuse``: keep the database of the last run when it has ``n`` sites (iterating; its schedules are
-    then that run's, valid for 2 h)."""
+    then that run's, valid for 2 h). ``database``, ``market``, ``region``: where, and the market their
+    dynamic import tariff follows (bench/integration.py seeds its own fleet on Octopus Agile)."""
     import psycopg
 
     from nattery_shared import migrations
@@ -180,21 +187,21 @@ def setup_fleet_db(
     from nattery_trading.planning.service import schedule_id_for
 
     if reuse:
-        with contextlib.suppress(psycopg.Error), psycopg.connect(_dsn(FLEET_DB)) as conn:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(_dsn(database)) as conn:
             row = conn.execute("SELECT count(*) FROM trading.sites").fetchone()
             if row is not None and row[0] == n:
                 # the tree's newer migrations, if any
                 migrations.upgrade(
-                    REPO / "services/trading/src/nattery_trading/migrations", _dsn(FLEET_DB), SCHEMA
+                    REPO / "services/trading/src/nattery_trading/migrations", _dsn(database), SCHEMA
                 )
                 # not due for the periodic refresh while the bench runs
                 conn.execute("UPDATE trading.schedules SET valid_until = now() + interval '2 hours'")
                 conn.commit()
                 return _prices_of_next_day(datetime.now(UTC))
     with psycopg.connect(_dsn("nattery_test"), autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {FLEET_DB} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {FLEET_DB}")
-    dsn = _dsn(FLEET_DB)
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {database}")
+    dsn = _dsn(database)
     migrations.upgrade(REPO / "services/trading/src/nattery_trading/migrations", dsn, SCHEMA)
 
     now, published = _prices_of_next_day(datetime.now(UTC))
@@ -233,7 +240,7 @@ def setup_fleet_db(
             "COPY tariffs (tariff_id, org_id, name, direction, kind, fixed_p_per_kwh, market, region) FROM STDIN"
         ) as copy:
             for o in orgs:
-                copy.write_row((imp_tariffs[o], o, "Agile J", "import", "dynamic", None, MARKET, REGION))
+                copy.write_row((imp_tariffs[o], o, "Agile", "import", "dynamic", None, market, region))
                 copy.write_row((exp_tariffs[o], o, "Fixed export", "export", "fixed", 15.0, None, ""))
         with cur.copy("COPY site_tariffs (site_id, direction, tariff_id) FROM STDIN") as copy:
             for i, s in enumerate(sites):
@@ -245,7 +252,7 @@ def setup_fleet_db(
         ) as copy:
             for t, p in known:
                 copy.write_row(
-                    (MARKET, REGION, "import", t, t + timedelta(minutes=30), p, t - timedelta(hours=12))
+                    (market, region, "import", t, t + timedelta(minutes=30), p, t - timedelta(hours=12))
                 )
         # Every site already runs a schedule valid for 2 h (not due for the periodic refresh).
         with cur.copy(
@@ -290,7 +297,9 @@ def setup_fleet_db(
 class TradingProcesses:
     """The trading service (its own worker on) and ``fleet-worker`` processes, against the bench DB."""
 
-    def __init__(self, workers: int, queue: str) -> None:
+    def __init__(
+        self, workers: int, queue: str, database: str = FLEET_DB, log_name: str = "bench-trading"
+    ) -> None:
         from nattery_shared.testing import free_port, test_env
 
         self.port = free_port()
@@ -299,17 +308,18 @@ class TradingProcesses:
         self.env = {
             **os.environ,
             **test_env(),
-            "NATTERY_POSTGRES__DSN": _dsn(FLEET_DB),
+            "NATTERY_POSTGRES__DSN": _dsn(database),
             "NATTERY_PORT": str(self.port),
             "NATTERY_LOG_LEVEL": "WARNING",
             "NATTERY_TRADING__SITE_PLANS_QUEUE": queue,
         }
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.log_name = log_name
 
     def start(self) -> None:
         log = (REPO / "var/log").resolve()
         log.mkdir(parents=True, exist_ok=True)
-        out = (log / "bench-trading.log").open("ab")
+        out = (log / f"{self.log_name}.log").open("ab")
         cmd = [sys.executable, "-m", "nattery_trading"]
         self.procs.append(subprocess.Popen([*cmd, "serve"], env=self.env, stdout=out, stderr=out, cwd=REPO))
         if self.workers > 1:
@@ -329,12 +339,12 @@ class TradingProcesses:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}") as http:
             for _ in range(600):
                 if any(p.poll() is not None for p in self.procs):
-                    raise RuntimeError("a trading process exited (var/log/bench-trading.log)")
+                    raise RuntimeError(f"a trading process exited (var/log/{self.log_name}.log)")
                 with contextlib.suppress(httpx.TransportError):
                     if (await http.get("/readyz")).status_code == 200 and await consumers() >= self.workers:
                         return
                 await asyncio.sleep(0.1)
-        raise RuntimeError("trading did not become ready (var/log/bench-trading.log)")
+        raise RuntimeError(f"trading did not become ready (var/log/{self.log_name}.log)")
 
     def pids(self) -> dict[str, list[int]]:
         service = [self.procs[0].pid]
