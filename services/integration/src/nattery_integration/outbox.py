@@ -74,6 +74,8 @@ class OutboxRelay:
 
     async def run(self) -> None:
         while not self._stopping:
+            # A client may have swallowed our cancellation mid-call (see cancel.py): stop anyway.
+            raise_if_cancelling()
             try:
                 while await self.publish_pending() == self._batch:
                     pass

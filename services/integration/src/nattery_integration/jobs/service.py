@@ -103,6 +103,8 @@ class JobRunner:
         rows_ready = False
         try:
             while not self._stopping:
+                # A client may have swallowed our cancellation mid-call (see cancel.py): stop anyway.
+                raise_if_cancelling()
                 try:
                     if not rows_ready:
                         await self.ensure_rows()
