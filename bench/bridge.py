@@ -49,9 +49,9 @@ from nattery_bridge.control import DeyeStrategy
 from nattery_bridge.envelope import Live, Target
 from nattery_bridge.settings import BridgeSettings
 from nattery_bridge.telemetry import telemetry_blocks
-from nattery_shared.contracts.mqtt import BatteryMode
-from nattery_shared.modbus.registers import Group, group_blocks, load_profile
-from nattery_shared.modbus.rtu import frame_time_s, read_response_size, t35_s
+from nattery_contracts.modbus.registers import Group, group_blocks, load_profile
+from nattery_contracts.modbus.rtu import frame_time_s, read_response_size, t35_s
+from nattery_contracts.mqtt import BatteryMode
 from nattery_sim.testing import PtyPair, SimProcess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -388,7 +388,7 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
     import aio_pika
     from pydantic import SecretStr
 
-    from nattery_shared.contracts.events import EventType, MarketPricesUpdated, PricePoint, make_event
+    from nattery_contracts.events import EventType, MarketPricesUpdated, PricePoint, make_event
     from nattery_shared.rabbit import EventBus
     from nattery_shared.settings import RabbitSettings
     from nattery_shared.testing import TEST_RABBIT_URL

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from nattery_shared.aio import wait_event, within
+from nattery_contracts.aio import wait_event, within
 
 
 async def _loop_until_cancelled(wait: Callable[[asyncio.Event], Awaitable[object]]) -> bool:

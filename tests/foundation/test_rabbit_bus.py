@@ -11,7 +11,7 @@ import aio_pika
 import pytest
 from pydantic import SecretStr
 
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     AlertResolved,
     CloudEvent,
     EventType,

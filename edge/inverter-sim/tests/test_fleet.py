@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nattery_shared.modbus import build_read_request
+from nattery_contracts.modbus import build_read_request
 from nattery_sim.testing import RtuMaster, SimProcess
 
 Start = Callable[..., tuple[SimProcess, RtuMaster]]

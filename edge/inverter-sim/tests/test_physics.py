@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nattery_shared.modbus import ExceptionCode, encode, load_profile
+from nattery_contracts.modbus import ExceptionCode, encode, load_profile
 from nattery_sim.devices import BatteryConfig, DeyeInverter
 from nattery_sim.profiles import SiteProfile
 
@@ -115,7 +115,7 @@ def test_write_validation() -> None:
 
 
 def test_inverter_clock_registers() -> None:
-    from nattery_shared.modbus import decode
+    from nattery_contracts.modbus import decode
 
     d = inverter()
     d.tick(datetime(2026, 3, 7, 14, 5, 9, tzinfo=UTC), 0)

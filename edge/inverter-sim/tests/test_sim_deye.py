@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     CrcError,
     ExceptionCode,
     build_read_request,

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from nattery_shared.modbus import decode, decode_faults, encode, load_profile
+from nattery_contracts.modbus import decode, decode_faults, encode, load_profile
 from nattery_sim.testing import RtuMaster, SimProcess
 
 Start = Callable[..., tuple[SimProcess, RtuMaster]]

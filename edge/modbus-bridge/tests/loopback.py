@@ -25,7 +25,7 @@ from nattery_bridge.rtu import BadFrame, ExceptionReply, NoResponse, UnexpectedR
 from nattery_bridge.settings import BridgeSettings
 from nattery_bridge.store import Store
 from nattery_bridge.telemetry import Poller
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     READ_HOLDING,
     WRITE_MULTIPLE,
     CrcError,

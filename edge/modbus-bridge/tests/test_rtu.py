@@ -12,7 +12,7 @@ from nattery_bridge.bus import Bus, Priority
 from nattery_bridge.metrics import Metrics
 from nattery_bridge.rtu import BadFrame, ExceptionReply, NoResponse, PortUnavailable, RtuMaster, Timing
 from nattery_bridge.telemetry import telemetry_blocks
-from nattery_shared.modbus.registers import (
+from nattery_contracts.modbus.registers import (
     Group,
     Kind,
     decode,

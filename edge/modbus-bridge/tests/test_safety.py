@@ -16,7 +16,7 @@ from nattery_bridge.freshness import Readings
 from nattery_bridge.pacing import AdaptivePacing
 from nattery_bridge.settings import BridgeSettings
 from nattery_bridge.temperature_guard import TemperatureGuard
-from nattery_shared.contracts.mqtt import SafetyLimits
+from nattery_contracts.mqtt import SafetyLimits
 
 LIMITS = BridgeSettings().limits.safety()  # 0..50 C
 

@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 from loopback import Site, command, site
 
 from nattery_bridge.settings import BridgeSettings
-from nattery_shared.contracts.mqtt import SafetyLimits
+from nattery_contracts.mqtt import SafetyLimits
 
 EXAMPLES = int(os.environ.get("NATTERY_SAFETY_EXAMPLES", "40"))
 PERIOD_S = 5.0

@@ -10,8 +10,8 @@ from nattery_bridge import envelope
 from nattery_bridge.control import DeyeStrategy, apply_plan
 from nattery_bridge.envelope import Live, Target
 from nattery_bridge.store import Store
-from nattery_shared.contracts.mqtt import BatteryMode, SafetyLimits
-from nattery_shared.modbus.registers import load_profile
+from nattery_contracts.modbus.registers import load_profile
+from nattery_contracts.mqtt import BatteryMode, SafetyLimits
 
 LIMITS = SafetyLimits(
     soc_min_pct=20,

@@ -22,8 +22,8 @@ from device_test_helpers import (
     provision,
 )
 
-from nattery_shared.contracts.events import CommandRequested, EventType, SchedulePublished, make_event
-from nattery_shared.contracts.mqtt import Command
+from nattery_contracts.events import CommandRequested, EventType, SchedulePublished, make_event
+from nattery_contracts.mqtt import Command
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TestIssuer
 

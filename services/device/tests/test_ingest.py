@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 from device_test_helpers import Org, SiteClient, eventually, influx_count, provision, telemetry
 from prometheus_client import REGISTRY
 
+from nattery_contracts.mqtt import Telemetry
 from nattery_device.telemetry.lines import telemetry_line
-from nattery_shared.contracts.mqtt import Telemetry
 from nattery_shared.influx import line
 from nattery_shared.testing import TEST_INFLUX_DB, TEST_INFLUX_URL, TEST_REDIS_URL, TestIssuer
 

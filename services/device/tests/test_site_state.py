@@ -18,11 +18,11 @@ from device_test_helpers import (
 )
 from redis.asyncio import Redis
 
+from nattery_contracts.events import SiteStateMeasured
+from nattery_contracts.mqtt import Telemetry
 from nattery_device.devices.schemas import DeviceKind
 from nattery_device.site_state.service import SiteStateAggregator
 from nattery_device.telemetry.registry import DeviceEntry
-from nattery_shared.contracts.events import SiteStateMeasured
-from nattery_shared.contracts.mqtt import Telemetry
 from nattery_shared.testing import TEST_REDIS_URL, TestIssuer
 
 

@@ -14,10 +14,10 @@ import uvicorn
 import websockets
 from device_test_helpers import Org, SiteClient, device_settings, provision, telemetry
 
+from nattery_contracts.aio import within
 from nattery_device.app import create_app
 from nattery_device.mqtt.subscriber import forget_session
 from nattery_device.stream.hub import ClientQueue
-from nattery_shared.aio import within
 from nattery_shared.testing import TestIssuer, eventually, free_port
 
 

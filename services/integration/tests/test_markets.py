@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.events import MarketPricesUpdated, NivUpdated
 from nattery_integration.markets import entsoe, niv, octopus
 from nattery_integration.markets.prices import LONDON, IncompletePrices, london_day_window
 from nattery_integration.markets.service import MarketsService, octopus_days
 from nattery_integration.providers.errors import ProviderDataInvalid, ProviderRejected
 from nattery_integration.replay.runner import ReplayServer
 from nattery_integration.replay.server import Fault
-from nattery_shared.contracts.events import MarketPricesUpdated, NivUpdated
 from nattery_shared.testing import eventually
 
 sys.path.insert(0, str(Path(__file__).parent))

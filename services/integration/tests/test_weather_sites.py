@@ -14,6 +14,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.events import DeviceRegistered, EventType, ForecastUpdated, make_event
 from nattery_integration.providers.errors import ProviderDataInvalid
 from nattery_integration.replay.runner import ReplayServer
 from nattery_integration.replay.server import Fault
@@ -22,7 +23,6 @@ from nattery_integration.sites.repository import SitesRepository
 from nattery_integration.weather import openmeteo
 from nattery_integration.weather.pv import PvArray, pv_forecast
 from nattery_integration.weather.service import WeatherService
-from nattery_shared.contracts.events import DeviceRegistered, EventType, ForecastUpdated, make_event
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TestIssuer, bearer, eventually
 

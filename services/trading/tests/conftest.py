@@ -14,8 +14,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.events import CloudEvent, DeviceRegistered, EventType, make_event
 from nattery_shared import migrations
-from nattery_shared.contracts.events import CloudEvent, DeviceRegistered, EventType, make_event
 from nattery_shared.db import create_pool, open_pool
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TEST_PG_DSN, TestIssuer, test_settings_kwargs

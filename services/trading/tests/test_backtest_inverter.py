@@ -28,8 +28,8 @@ import pytest
 from nattery_bridge.control import DeyeStrategy
 from nattery_bridge.controller import _clamp_slot, _slot_target
 from nattery_bridge.envelope import Live, Target, check
-from nattery_shared.contracts.mqtt import BatteryMode, SafetyLimits, ScheduleSlot
-from nattery_shared.modbus import encode, load_profile
+from nattery_contracts.modbus import encode, load_profile
+from nattery_contracts.mqtt import BatteryMode, SafetyLimits, ScheduleSlot
 from nattery_sim.devices import BatteryConfig, DeyeInverter
 from nattery_sim.profiles import SiteProfile
 from nattery_trading.backtest.inverter import DeyeModel, SlotFlows

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from nattery_shared.contracts.mqtt import BatteryMode
+from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.backtest import engine
 from nattery_trading.optimiser import PlanInput, Strategy, TimeWindow, WindowMode, solve
 from nattery_trading.optimiser.instruction import slot_instruction

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_shared.contracts.events import EventType, SiteStateMeasured, make_event
+from nattery_contracts.events import EventType, SiteStateMeasured, make_event
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TestIssuer, bearer, eventually
 from nattery_trading.measured.consumers import SiteStateConsumer

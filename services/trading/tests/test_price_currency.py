@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nattery_shared.contracts.events import CloudEvent, EventType, MarketPricesUpdated, PricePoint, make_event
+from nattery_contracts.events import CloudEvent, EventType, MarketPricesUpdated, PricePoint, make_event
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TestIssuer, bearer, eventually
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     CloudEvent,
     EventType,
     ForecastPoint,

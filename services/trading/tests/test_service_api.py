@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     CloudEvent,
     DispatchReceived,
     EventType,

@@ -20,8 +20,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
+from nattery_contracts.events import CloudEvent
 from nattery_shared import migrations
-from nattery_shared.contracts.events import CloudEvent
 from nattery_shared.errors import NotFound
 from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import (

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from nattery_shared.contracts.events import AuditRecorded, CommandRequested, EventType, make_event
+from nattery_contracts.events import AuditRecorded, CommandRequested, EventType, make_event
 from nattery_shared.rabbit import EventBus
 from nattery_shared.settings import RabbitSettings
 from nattery_shared.testing import TEST_RABBIT_URL

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nattery_shared.aio import within
+from nattery_contracts.aio import within
 from nattery_shared.auth import build_verifier
 from nattery_shared.errors import NatteryError, TooManyRequests
 from nattery_shared.logging import configure_logging, new_request_id, request_id_var

@@ -28,8 +28,8 @@ from aio_pika.abc import (
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from nattery_shared.aio import within
-from nattery_shared.contracts.events import CloudEvent, parse_event
+from nattery_contracts.aio import within
+from nattery_contracts.events import CloudEvent, parse_event
 from nattery_shared.logging import request_id_var
 from nattery_shared.settings import RabbitSettings
 

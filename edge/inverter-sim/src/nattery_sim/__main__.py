@@ -10,7 +10,7 @@ import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from nattery_shared.modbus import available_profiles, load_profile
+from nattery_contracts.modbus import available_profiles, load_profile
 from nattery_sim.devices import BatteryConfig, DeyeInverter, FlowConfig, FlowTransmitter, SimDevice
 from nattery_sim.faults import FaultConfig
 from nattery_sim.profiles import SiteProfile

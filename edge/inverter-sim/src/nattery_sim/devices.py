@@ -1,7 +1,7 @@
 """Simulated devices: a register store plus physics. Pure and synchronous (the server drives them).
 
 Each device keeps its holding registers in ``regs`` (address -> word) using the shared register map,
-so what it serves is exactly what ``nattery_shared.modbus.decode`` expects.
+so what it serves is exactly what ``nattery_contracts.modbus.decode`` expects.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     EncodeError,
     ExceptionCode,
     Kind,

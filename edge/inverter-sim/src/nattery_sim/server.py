@@ -14,7 +14,7 @@ from typing import Any
 
 import serial
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     READ_HOLDING,
     WRITE_MULTIPLE,
     WRITE_SINGLE,

@@ -1,5 +1,5 @@
 """Helpers for tests, demos and the fleet runner: socat pty pairs, a simulator subprocess with its
-control socket, and a tiny synchronous RTU master built on ``nattery_shared.modbus``.
+control socket, and a tiny synchronous RTU master built on ``nattery_contracts.modbus``.
 
 The bridge's tests may use these too::
 
@@ -26,7 +26,7 @@ from typing import Any, Self
 
 import serial
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     FrameAssembler,
     Response,
     build_read_request,

@@ -13,8 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from nattery_shared.contracts.mqtt import DeviceStatus
-from nattery_shared.modbus.registers import load_profile
+from nattery_contracts.modbus.registers import load_profile
+from nattery_contracts.mqtt import DeviceStatus
 
 from .bus import Bus
 from .control import DeyeStrategy
@@ -148,7 +148,7 @@ class Bridge:
         task = asyncio.get_running_loop().create_task(self.link.set_status(status))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
-        from nattery_shared.contracts.mqtt import EventSeverity
+        from nattery_contracts.mqtt import EventSeverity
 
         self.controller.publish_event(
             "device.online" if online else "device.stale",

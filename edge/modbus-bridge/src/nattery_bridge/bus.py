@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TypeVar
 
-from nattery_shared.aio import wait_event
+from nattery_contracts.aio import wait_event
 
 from .metrics import Metrics
 from .rtu import ModbusError, RtuMaster

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from nattery_shared.contracts.mqtt import BatteryMode, SafetyLimits
-from nattery_shared.modbus.registers import RegisterMap, decode_point, group_blocks, store_value
+from nattery_contracts.modbus.registers import RegisterMap, decode_point, group_blocks, store_value
+from nattery_contracts.mqtt import BatteryMode, SafetyLimits
 
 from .envelope import Live, Target
 from .rtu import ModbusError, RtuMaster

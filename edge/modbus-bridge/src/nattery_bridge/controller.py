@@ -34,7 +34,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nattery_shared.contracts.mqtt import (
+from nattery_contracts.modbus.registers import Block, RegisterMap, group_blocks, store_value
+from nattery_contracts.mqtt import (
     AckStatus,
     BatteryMode,
     Command,
@@ -50,7 +51,6 @@ from nattery_shared.contracts.mqtt import (
     TopicSuffix,
     topic,
 )
-from nattery_shared.modbus.registers import Block, RegisterMap, group_blocks, store_value
 
 from . import envelope, lifetime
 from .bus import Bus, Priority

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from nattery_shared.contracts.mqtt import BatteryMode, SafetyLimits
+from nattery_contracts.mqtt import BatteryMode, SafetyLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ from typing import Any
 
 import aiomqtt
 
-from nattery_shared.aio import wait_event, within
-from nattery_shared.contracts.mqtt import DeviceStatus, State, TopicSuffix, topic
-from nattery_shared.modbus.registers import RegisterMap
+from nattery_contracts.aio import wait_event, within
+from nattery_contracts.modbus.registers import RegisterMap
+from nattery_contracts.mqtt import DeviceStatus, State, TopicSuffix, topic
 
 from .metrics import Metrics
 from .settings import BridgeSettings

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import serial
 
-from nattery_shared.aio import within
-from nattery_shared.modbus.rtu import (
+from nattery_contracts.aio import within
+from nattery_contracts.modbus.rtu import (
     READ_HOLDING,
     WRITE_MULTIPLE,
     CrcError,

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from nattery_shared.contracts.mqtt import SLUG_PATTERN, SafetyLimits
+from nattery_contracts.mqtt import SLUG_PATTERN, SafetyLimits
 
 from .lifetime import CONTROL_LIFETIME_CEILING_S, SCHEDULE_LIFETIME_CEILING_S
 

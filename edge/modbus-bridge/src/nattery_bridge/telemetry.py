@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from nattery_shared.aio import wait_event
-from nattery_shared.contracts.mqtt import EventSeverity, Telemetry, TopicSuffix, topic
-from nattery_shared.modbus.registers import (
+from nattery_contracts.aio import wait_event
+from nattery_contracts.modbus.registers import (
     Block,
     Group,
     Kind,
@@ -19,6 +18,7 @@ from nattery_shared.modbus.registers import (
     decode_faults,
     group_blocks,
 )
+from nattery_contracts.mqtt import EventSeverity, Telemetry, TopicSuffix, topic
 
 from .bus import Bus, Priority
 from .controller import Controller

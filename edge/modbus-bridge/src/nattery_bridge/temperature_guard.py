@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nattery_shared.contracts.mqtt import SafetyLimits
+from nattery_contracts.mqtt import SafetyLimits
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from nattery_contracts.aio import within
 from nattery_device.commands.consumers import CommandConsumers
 from nattery_device.commands.endpoints import router as commands_router
 from nattery_device.commands.service import CommandService
@@ -35,7 +36,6 @@ from nattery_device.telemetry.registry import RegistryCache
 from nattery_device.telemetry.rejected import RejectedStore, Rejection
 from nattery_device.telemetry.service import ensure_rollups
 from nattery_device.telemetry.writer import InfluxBatchWriter
-from nattery_shared.aio import within
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
 from nattery_shared.resources import open_resources

@@ -22,9 +22,9 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.aio import wait_event
+from nattery_contracts.events import CloudEvent, EventType, make_event, parse_event
 from nattery_device.cancel import raise_if_cancelling
-from nattery_shared.aio import wait_event
-from nattery_shared.contracts.events import CloudEvent, EventType, make_event, parse_event
 from nattery_shared.rabbit import EventBus
 
 log = logging.getLogger(__name__)

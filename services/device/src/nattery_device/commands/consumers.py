@@ -12,9 +12,9 @@ from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from nattery_contracts.events import CloudEvent, CommandRequested, SchedulePublished
+from nattery_contracts.mqtt import CommandType, SetScheduleParams
 from nattery_device.commands.service import SCHEDULE_NAMESPACE, CommandService
-from nattery_shared.contracts.events import CloudEvent, CommandRequested, SchedulePublished
-from nattery_shared.contracts.mqtt import CommandType, SetScheduleParams
 from nattery_shared.errors import NotFound, Unprocessable
 from nattery_shared.rabbit import EventBus, QueueSpec
 

@@ -8,8 +8,8 @@ from typing import Any, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from nattery_shared.contracts.events import CommandState
-from nattery_shared.contracts.mqtt import COMMAND_PARAMS, AckStatus, CommandType
+from nattery_contracts.events import CommandState
+from nattery_contracts.mqtt import COMMAND_PARAMS, AckStatus, CommandType
 
 
 class CommandCreate(BaseModel):

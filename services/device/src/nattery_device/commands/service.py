@@ -19,13 +19,8 @@ from typing import Any
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_device import outbox
-from nattery_device.cancel import raise_if_cancelling
-from nattery_device.commands import repository
-from nattery_device.commands.schemas import CommandCreate, CommandOut, Transition
-from nattery_device.mqtt.publisher import MqttPublisher, NotConnected
-from nattery_shared.contracts.events import CommandState, DeviceCommandAcknowledged, EventType
-from nattery_shared.contracts.mqtt import (
+from nattery_contracts.events import CommandState, DeviceCommandAcknowledged, EventType
+from nattery_contracts.mqtt import (
     AckStatus,
     Command,
     CommandAck,
@@ -35,6 +30,11 @@ from nattery_shared.contracts.mqtt import (
     TopicSuffix,
     topic,
 )
+from nattery_device import outbox
+from nattery_device.cancel import raise_if_cancelling
+from nattery_device.commands import repository
+from nattery_device.commands.schemas import CommandCreate, CommandOut, Transition
+from nattery_device.mqtt.publisher import MqttPublisher, NotConnected
 from nattery_shared.errors import Conflict, NotFound, Unprocessable
 
 log = logging.getLogger(__name__)

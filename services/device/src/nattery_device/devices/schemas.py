@@ -9,7 +9,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nattery_shared.contracts.mqtt import DeviceStatus, Slug
+from nattery_contracts.mqtt import DeviceStatus, Slug
 from nattery_shared.validation import Text
 
 

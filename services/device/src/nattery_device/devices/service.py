@@ -7,11 +7,11 @@ import uuid
 from psycopg.errors import CheckViolation
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.events import DeviceRegistered, EventType
 from nattery_device import outbox
 from nattery_device.devices import repository
 from nattery_device.devices.schemas import Device, DeviceCreate, DeviceUpdate
 from nattery_device.sites import repository as sites_repository
-from nattery_shared.contracts.events import DeviceRegistered, EventType
 from nattery_shared.errors import NotFound, Unprocessable
 
 

@@ -25,8 +25,8 @@ import ssl
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from nattery_contracts.aio import within
 from nattery_device.mqtt import wire
-from nattery_shared.aio import within
 from nattery_shared.settings import MqttSettings
 
 log = logging.getLogger(__name__)

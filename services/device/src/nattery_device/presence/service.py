@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from nattery_contracts.events import DeviceStatusChanged, EventType
+from nattery_contracts.mqtt import DeviceStatus, State, Telemetry
 from nattery_device import outbox
 from nattery_device.cancel import raise_if_cancelling
 from nattery_device.presence import repository
 from nattery_device.stream.hub import StreamPublisher
 from nattery_device.telemetry.registry import DeviceEntry, RegistryCache
-from nattery_shared.contracts.events import DeviceStatusChanged, EventType
-from nattery_shared.contracts.mqtt import DeviceStatus, State, Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from nattery_contracts.events import EventType, SiteStateMeasured, make_event
+from nattery_contracts.mqtt import Telemetry
 from nattery_device.cancel import raise_if_cancelling
 from nattery_device.telemetry.registry import DeviceEntry
-from nattery_shared.contracts.events import EventType, SiteStateMeasured, make_event
-from nattery_shared.contracts.mqtt import Telemetry
 from nattery_shared.rabbit import EventBus
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nattery_shared.contracts.mqtt import SafetyLimits, Slug
+from nattery_contracts.mqtt import SafetyLimits, Slug
 from nattery_shared.validation import Text
 
 

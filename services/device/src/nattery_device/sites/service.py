@@ -10,11 +10,11 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.mqtt import TOPIC_PREFIX
 from nattery_device.cancel import raise_if_cancelling
 from nattery_device.mqtt.credentials import BrokerReloadError, PasswordFile, generate_password
 from nattery_device.sites import repository
 from nattery_device.sites.schemas import MqttCredentials, ProvisionedSite, Site, SiteCreate, SiteUpdate
-from nattery_shared.contracts.mqtt import TOPIC_PREFIX
 from nattery_shared.errors import DependencyUnavailable, NotFound
 
 log = logging.getLogger(__name__)

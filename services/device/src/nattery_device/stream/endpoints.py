@@ -14,9 +14,9 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from nattery_contracts.aio import within
 from nattery_device.settings import DeviceSettings
 from nattery_device.stream.hub import StreamHub
-from nattery_shared.aio import within
 from nattery_shared.auth import Principal, TokenVerifier
 from nattery_shared.errors import NatteryError
 

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from nattery_contracts.mqtt import CommandAck, EdgeEvent, State
 from nattery_device.cancel import raise_if_cancelling
 from nattery_device.commands.service import CommandService
 from nattery_device.mqtt.subscriber import AckingSubscriber, Delivery
@@ -20,7 +21,6 @@ from nattery_device.presence.service import PresenceService
 from nattery_device.stream.hub import StreamPublisher
 from nattery_device.telemetry.registry import DeviceEntry, RegistryCache
 from nattery_device.telemetry.rejected import RejectedStore, Rejection
-from nattery_shared.contracts.mqtt import CommandAck, EdgeEvent, State
 
 log = logging.getLogger(__name__)
 

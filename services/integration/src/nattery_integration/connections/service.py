@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 
+from nattery_contracts.events import AuditRecorded, EventType
 from nattery_integration import outbox
 from nattery_integration.connections import repository
 from nattery_integration.connections.crypto import SecretBox, SecretsUndecryptable
@@ -32,7 +33,6 @@ from nattery_integration.connections.schemas import (
 )
 from nattery_integration.providers.specs import ProviderSpec
 from nattery_shared.auth import Principal
-from nattery_shared.contracts.events import AuditRecorded, EventType
 from nattery_shared.errors import NotFound, Unprocessable
 
 if TYPE_CHECKING:

@@ -17,11 +17,11 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.aio import wait_event, within
 from nattery_integration.cancel import raise_if_cancelling
 from nattery_integration.jobs import repository
 from nattery_integration.jobs.registry import JobContext, JobOutcome, JobRegistry, JobResult, JobSpec
 from nattery_integration.jobs.schemas import JobView
-from nattery_shared.aio import wait_event, within
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.events import EventType, MarketPricesUpdated, NivUpdated, PricePoint
 from nattery_integration import outbox
 from nattery_integration.markets import entsoe, niv, octopus
 from nattery_integration.markets.niv import NivPoint
@@ -32,7 +33,6 @@ from nattery_integration.markets.prices import (
     london_day_window,
 )
 from nattery_integration.markets.repository import MarketsRepository
-from nattery_shared.contracts.events import EventType, MarketPricesUpdated, NivUpdated, PricePoint
 
 log = logging.getLogger(__name__)
 

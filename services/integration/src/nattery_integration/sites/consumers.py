@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from nattery_contracts.events import CloudEvent, DeviceRegistered, EventType
 from nattery_integration.sites.repository import SitesRepository
-from nattery_shared.contracts.events import CloudEvent, DeviceRegistered, EventType
 from nattery_shared.rabbit import EventBus, QueueSpec
 
 log = logging.getLogger(__name__)

@@ -17,17 +17,17 @@ from typing import Any
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_integration import outbox
-from nattery_integration.weather import openmeteo
-from nattery_integration.weather.pv import PvArray, PvHour, pv_forecast
-from nattery_integration.weather.repository import WeatherRepository
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     EventType,
     ForecastPoint,
     ForecastUpdated,
     WeatherForecastUpdated,
     WeatherPoint,
 )
+from nattery_integration import outbox
+from nattery_integration.weather import openmeteo
+from nattery_integration.weather.pv import PvArray, PvHour, pv_forecast
+from nattery_integration.weather.repository import WeatherRepository
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_contracts.aio import wait_event
 from nattery_integration.cancel import raise_if_cancelling
 from nattery_integration.settings import WebhookSettings
 from nattery_integration.webhooks import repository, signature
 from nattery_integration.webhooks.registry import WebhookDelivery, WebhookHandler
-from nattery_shared.aio import wait_event
 from nattery_shared.errors import BadRequest, NatteryError, NotFound, Unauthorized
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from nattery_shared.contracts.mqtt import BatteryMode
+from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.backtest.foresight import Foresight, solve_foresight
 from nattery_trading.backtest.inputs import BacktestInput
 from nattery_trading.backtest.inverter import DeyeModel

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nattery_shared.contracts.mqtt import BatteryMode
+from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.optimiser.instruction import SlotInstruction
 from nattery_trading.optimiser.model import Battery, Site
 

@@ -31,7 +31,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from nattery_shared.aio import within
+from nattery_contracts.aio import within
 
 log = logging.getLogger(__name__)
 

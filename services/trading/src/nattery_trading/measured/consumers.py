@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from nattery_shared.contracts.events import CloudEvent, EventType, SiteStateMeasured
+from nattery_contracts.events import CloudEvent, EventType, SiteStateMeasured
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_trading.measured.repository import MeasuredStates
 from nattery_trading.measured.service import slot_of

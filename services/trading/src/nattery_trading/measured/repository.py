@@ -9,7 +9,7 @@ from typing import Any, Literal
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_shared.contracts.events import SiteStateMeasured
+from nattery_contracts.events import SiteStateMeasured
 
 Row = dict[str, Any]
 Outcome = Literal["stored", "older", "unknown_site", "duplicate"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nattery_shared.contracts.mqtt import BatteryMode
+from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.optimiser.model import Plan
 
 # Below this planned battery power (kW) a slot is idle; below this grid flow (kW) it does not trade.

@@ -11,7 +11,7 @@ import logging
 import uuid
 from typing import Any
 
-from nattery_shared.contracts.events import CloudEvent, DispatchReceived, ForecastUpdated, MarketPricesUpdated
+from nattery_contracts.events import CloudEvent, DispatchReceived, ForecastUpdated, MarketPricesUpdated
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_trading.planning.service import PlanningService
 

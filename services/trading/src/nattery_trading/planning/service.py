@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     DispatchReceived,
     DispatchStatus,
     DispatchStatusChanged,
@@ -29,7 +29,7 @@ from nattery_shared.contracts.events import (
     SchedulePublished,
     make_event,
 )
-from nattery_shared.contracts.mqtt import BatteryMode, ScheduleSlot
+from nattery_contracts.mqtt import BatteryMode, ScheduleSlot
 from nattery_shared.errors import NatteryError, NotFound, Unprocessable
 from nattery_shared.rabbit import EventBus
 from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from nattery_shared.contracts.events import CloudEvent, DeviceRegistered, EventType
+from nattery_contracts.events import CloudEvent, DeviceRegistered, EventType
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_trading.sites.repository import Outcome, SiteRegistry
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_shared.contracts.events import CloudEvent, EventType
+from nattery_contracts.events import CloudEvent, EventType
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_user.audit import service
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_shared.contracts.events import AuditRecorded, CloudEvent, CommandRequested, EventType
+from nattery_contracts.events import AuditRecorded, CloudEvent, CommandRequested, EventType
 from nattery_user.audit import repository
 from nattery_user.audit.schemas import AuditEntry, AuditPage
 

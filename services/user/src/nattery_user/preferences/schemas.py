@@ -5,7 +5,7 @@ from zoneinfo import available_timezones
 
 from pydantic import BaseModel, Field, field_validator
 
-from nattery_shared.contracts.events import AlertSeverity
+from nattery_contracts.events import AlertSeverity
 
 
 class Units(StrEnum):

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from nattery_shared.contracts.mqtt import AckStatus, DeviceStatus, ScheduleSlot
+from nattery_contracts.mqtt import AckStatus, DeviceStatus, ScheduleSlot
 
 
 class EventType(StrEnum):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     CrcError,
     ExceptionCode,
     FrameAssembler,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nattery_shared.modbus import (
+from nattery_contracts.modbus import (
     Block,
     EncodeError,
     Group,

@@ -64,7 +64,7 @@ Example (bridge side)::
     words = encode(rmap["battery_max_discharge_current_a"], 0)   # -> [0], write with FC16 at 211
 """
 
-from nattery_shared.modbus.registers import (
+from nattery_contracts.modbus.registers import (
     DEFAULT_MAX_GAP,
     MAX_READ_REGISTERS,
     MAX_WRITE_REGISTERS,
@@ -92,7 +92,7 @@ from nattery_shared.modbus.registers import (
     parse_profile,
     store_value,
 )
-from nattery_shared.modbus.rtu import (
+from nattery_contracts.modbus.rtu import (
     READ_HOLDING,
     READ_INPUT,
     WRITE_MULTIPLE,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from nattery_shared.contracts.events import (
+from nattery_contracts.events import (
     AlertResolved,
     CloudEvent,
     DeviceStatusChanged,
@@ -12,7 +12,7 @@ from nattery_shared.contracts.events import (
     make_event,
     parse_event,
 )
-from nattery_shared.contracts.mqtt import (
+from nattery_contracts.mqtt import (
     Command,
     CommandType,
     SafetyLimits,

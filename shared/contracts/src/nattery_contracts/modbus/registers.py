@@ -188,7 +188,7 @@ def load_profile(name: str) -> RegisterMap:
         fname = _PROFILE_FILES[name]
     except KeyError:
         raise KeyError(f"unknown register profile {name!r}; known: {', '.join(_PROFILE_FILES)}") from None
-    text = resources.files("nattery_shared.modbus").joinpath("maps", fname).read_text("utf-8")
+    text = resources.files("nattery_contracts.modbus").joinpath("maps", fname).read_text("utf-8")
     return parse_profile(yaml.safe_load(text))
 
 
