@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +80,23 @@ def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def test_services_build_from_the_root_with_their_own_dockerfile(config: dict[str, Any]) -> None:
+def test_services_build_from_the_root_with_the_one_service_dockerfile(config: dict[str, Any]) -> None:
     for name in SERVICES:
         build = config["services"][name]["build"]
         assert Path(build["context"]).resolve() == REPO_ROOT
-        dockerfile = REPO_ROOT / build["dockerfile"]
-        assert dockerfile.is_file(), dockerfile
-        text = dockerfile.read_text()
-        assert f"--package nattery-{name}" in text
-        assert "uv sync --frozen --no-dev" in text
-        assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
-        assert f'CMD ["nattery-{name}"]' in text
+        assert build["dockerfile"] == "infrastructure/docker/service.Dockerfile", name
+        assert build["args"]["SERVICE"] == name
+        port = config["services"][name]["environment"]["NATTERY_PORT"]
+        assert build["args"]["PORT"] == port, f"{name} exposes {build['args']['PORT']}, listens on {port}"
         assert (REPO_ROOT / "services" / name / "pyproject.toml").is_file()
+        scripts = tomllib.loads((REPO_ROOT / "services" / name / "pyproject.toml").read_text())["project"]
+        assert f"nattery-{name}" in scripts["scripts"], f"the image runs nattery-{name}"
+    text = (REPO_ROOT / "infrastructure" / "docker" / "service.Dockerfile").read_text()
+    assert "--package nattery-${SERVICE}" in text
+    assert "uv sync --frozen --no-dev" in text
+    assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
+    assert 'ln -s "nattery-${SERVICE}" /app/.venv/bin/nattery-service' in text
+    assert 'CMD ["nattery-service"]' in text
 
 
 def test_every_mounted_repository_file_exists(config: dict[str, Any]) -> None:
