@@ -38,6 +38,13 @@ async def pools() -> AsyncIterator[list[AsyncConnectionPool]]:
         await pool.close()
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel, and wait a bounded time: a runner that ignores its cancel fails the test, not the session."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=15)
+
+
 def name() -> str:
     return f"test.{uuid.uuid4().hex[:10]}"
 
@@ -78,10 +85,8 @@ async def test_two_replicas_run_each_scheduled_run_once(pools: list[AsyncConnect
     try:
         await eventually(lambda: len(runs) >= 8, timeout_s=20)
     finally:
-        for task in tasks:
-            task.cancel()
-        # Bounded: a runner that outlived its cancellation (seen once, 2026-12-07) must not hang the session.
-        await asyncio.wait(tasks, timeout=15)
+        await cancel_and_wait(tasks)
+    assert all(t.cancelled() for t in tasks), "a runner outlived its cancel() (see pool_cancel.py)"
     slots = [slot for _, slot in runs]
     assert len(slots) == len(set(slots)), f"a slot ran twice: {runs}"
     assert len(once) == 1, once
@@ -133,12 +138,48 @@ async def test_not_yet_retries_sooner_until_the_data_appears(pools: list[AsyncCo
         await eventually(lambda: len(attempts) >= 3, timeout_s=10)
         row = await eventually(lambda: _finished_ok(pools[0], job), timeout_s=5)
     finally:
-        task.cancel()
-        # Bounded: a runner that outlived its cancellation (seen once, 2026-12-07) must not hang the session.
-        await asyncio.wait([task], timeout=15)
+        await cancel_and_wait([task])
+    # This test hung a session once (2026-12-07): its own row_of() gave the runner the pool's connection
+    # in the loop iteration of this cancel(), and psycopg_pool lost the cancel (pool_cancel.py).
+    assert task.cancelled(), "the runner outlived its cancel()"
     assert [a for a, _ in attempts] == [0, 1, 2]
     assert len({slot for _, slot in attempts}) == 1  # the same slot, retried
     assert row["attempt"] == 0 and row["last_message"] == "48 prices"
+
+
+async def test_a_run_cut_by_shutdown_is_handed_to_another_replica_at_once(
+    pools: list[AsyncConnectionPool],
+) -> None:
+    """A replica stopped mid-run gives its lease back: another runs the job now, not after the 300 s
+    lease (an app stopped by one test left markets.octopus leased, and the next test's app never ran it)."""
+    job = name()
+    started: list[str] = []
+    forever = asyncio.Event()
+
+    async def slow(ctx: JobContext) -> JobResult:
+        started.append(ctx.replica)
+        await forever.wait()  # never set: the run is cut by the shutdown
+        return JobResult.ok()
+
+    def runner(replica: str, pool: AsyncConnectionPool) -> JobRunner:
+        spec = JobSpec(name=job, handler=slow, next_run=HOURLY)
+        return JobRunner(pool, JobRegistry([spec]), replica=replica, poll_s=0.01, lease_s=300)
+
+    first = asyncio.create_task(runner("stopping", pools[0]).run())
+    try:
+        await eventually(lambda: started == ["stopping"], timeout_s=10)
+    finally:
+        await cancel_and_wait([first])
+    assert first.cancelled()
+    row = await row_of(pools[1], job)
+    assert row["lease_until"] is None and row["leased_by"] is None and row["last_outcome"] is None
+    # Due at once (the lease would have kept it for 300 s): the run that was cut runs again elsewhere.
+    second = asyncio.create_task(runner("taking-over", pools[1]).run())
+    try:
+        await eventually(lambda: started == ["stopping", "taking-over"], timeout_s=10)
+    finally:
+        await cancel_and_wait([second])
+    assert second.cancelled()
 
 
 async def _finished_ok(pool: AsyncConnectionPool, job: str) -> dict[str, object] | None:

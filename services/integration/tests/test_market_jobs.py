@@ -29,11 +29,6 @@ from market_fixtures import pool, replay  # noqa: F401
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed twice at the end of the 2026-12-07 session (the markets.octopus job not run within 30 s "
-    "in a full-suite session; passed in the helper's own runs); cause not found yet, see the closing note",
-)
 async def test_an_octopus_connection_gets_its_prices(
     replay: ReplayServer, pool: AsyncConnectionPool, test_issuer: TestIssuer
 ) -> None:

@@ -49,6 +49,15 @@ async def renew(conn: AsyncConnection[Any], name: str, replica: str, lease_s: fl
     return cur.rowcount > 0
 
 
+async def release(conn: AsyncConnection[Any], name: str, replica: str) -> bool:
+    """Give a lease back without recording a run (the run was interrupted): due again at once."""
+    cur = await conn.execute(
+        "UPDATE jobs SET lease_until = NULL, leased_by = NULL WHERE name = %s AND leased_by = %s",
+        (name, replica),
+    )
+    return cur.rowcount > 0
+
+
 async def finish(
     conn: AsyncConnection[Any],
     name: str,
