@@ -44,7 +44,7 @@ ensure_packages() {
   for pair in \
     pg_ctlcluster:postgresql psql:postgresql redis-server:redis-server rabbitmq-server:rabbitmq-server \
     mosquitto:mosquitto mosquitto_passwd:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb \
-    nginx:nginx-light socat:socat docker-compose:docker-compose openssl:openssl envsubst:gettext-base \
+    nginx:nginx-light socat:socat mbpoll:mbpoll docker-compose:docker-compose openssl:openssl envsubst:gettext-base \
     curl:curl cc:gcc; do
     cmd="${pair%%:*}"
     pkg="${pair#*:}"
