@@ -7,18 +7,23 @@
   dead-letters to ``nattery.dlx`` with the queue's name as routing key, into ``{queue}.dlq``.
 - A malformed message (not a valid CloudEvent of a known type) is rejected straight to the DLQ; a
   handler that raises is requeued until the delivery limit, then dead-lettered. Never a crashed consumer.
+- :func:`declare_dead_lettered_queue` is that queue declaration, for a work queue that is not an event
+  consumer (trading's ``trading.site_plans``) as much as for the bus.
+- Every event's ``source`` is :func:`event_source` of the producing service: ``/services/{service}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
@@ -31,6 +36,7 @@ from pydantic import ValidationError
 from nattery_contracts.aio import within
 from nattery_contracts.events import CloudEvent, parse_event
 from nattery_shared.logging import request_id_var
+from nattery_shared.retry import Backoff, retry_until_ok
 from nattery_shared.settings import RabbitSettings
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,68 @@ AMQP_MESSAGES = Counter(
     ["queue", "outcome"],  # ok | retried | malformed | duplicate
 )
 AMQP_PUBLISHED = Counter("nattery_amqp_published_total", "Events published", ["type"])
+
+
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def event_source(service: str) -> str:
+    """The CloudEvent ``source`` of everything ``service`` publishes: ``/services/{service}``.
+
+    One convention, so a consumer (the audit log, a trace) can tell the producer from ``source`` alone.
+    """
+    if not _SERVICE_NAME.match(service):
+        raise ValueError(f"not a service name: {service!r}")
+    return f"/services/{service}"
+
+
+def queue_arguments(name: str, *, delivery_limit: int, dead_letter_exchange: str) -> dict[str, Any]:
+    """The arguments of a durable quorum queue that dead-letters to ``{name}.dlq`` past the limit.
+
+    RabbitMQ 3.10 has no default delivery limit: without one a poison message requeues for ever.
+    Declaring an existing queue with other arguments fails (PRECONDITION_FAILED), so every declarer
+    of a queue must use these.
+    """
+    if delivery_limit < 1:
+        raise ValueError("delivery_limit must be >= 1")
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": dead_letter_exchange,
+        "x-dead-letter-routing-key": name,
+    }
+
+
+async def declare_dead_lettered_queue(
+    channel: AbstractChannel,
+    name: str,
+    *,
+    delivery_limit: int,
+    dead_letter_exchange: str,
+    exchange: str | None = None,
+    routing_keys: Sequence[str] = (),
+) -> AbstractQueue:
+    """Declare (idempotently) the quorum queue ``name``, its DLQ ``{name}.dlq`` bound to
+    ``dead_letter_exchange`` by the queue's name, and the queue's bindings to ``exchange``.
+
+    The dead-letter exchange is declared too (durable topic), so a work queue on the default exchange
+    needs nothing else.
+    """
+    if routing_keys and exchange is None:
+        raise ValueError("routing_keys need an exchange")
+    await channel.declare_exchange(dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    dlq = await channel.declare_queue(f"{name}.dlq", durable=True, arguments={"x-queue-type": "quorum"})
+    await dlq.bind(dead_letter_exchange, routing_key=name)
+    queue = await channel.declare_queue(
+        name,
+        durable=True,
+        arguments=queue_arguments(
+            name, delivery_limit=delivery_limit, dead_letter_exchange=dead_letter_exchange
+        ),
+    )
+    for key in routing_keys:
+        await queue.bind(exchange or "", routing_key=key)
+    return queue
 
 
 @dataclass(frozen=True)
@@ -74,20 +142,13 @@ class EventBus:
         await within(self._connected.wait(), timeout_s)
 
     async def _connect_forever(self) -> None:
-        delay_s = 0.5
-        failing = False
-        while True:
-            try:
-                await self._connect_once()
-                if failing:
-                    log.info("rabbitmq reachable again")
-                return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as err:
-                if not failing:
-                    log.warning("rabbitmq unreachable, retrying: %s", err)
-                    failing = True
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 10.0)
+        await retry_until_ok(
+            self._connect_once,
+            name="rabbitmq connection",
+            logger=log,
+            backoff=Backoff(initial_s=0.5, max_s=10.0),
+            retry_on=(TimeoutError, OSError, aio_pika.exceptions.AMQPError),
+        )
 
     async def _connect_once(self) -> None:
         connection = await aio_pika.connect_robust(self._settings.url.get_secret_value(), timeout=5)
@@ -118,25 +179,14 @@ class EventBus:
     # --- topology --------------------------------------------------------------------------------
     async def declare_queue(self, spec: QueueSpec) -> AbstractQueue:
         """Declare a quorum queue with its DLQ and bindings (idempotent)."""
-        channel = self._require_channel()
-        limit = spec.delivery_limit or self._settings.delivery_limit
-        dlq = await channel.declare_queue(
-            f"{spec.name}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dlq.bind(self._settings.dead_letter_exchange, routing_key=spec.name)
-        queue = await channel.declare_queue(
+        return await declare_dead_lettered_queue(
+            self._require_channel(),
             spec.name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": limit,
-                "x-dead-letter-exchange": self._settings.dead_letter_exchange,
-                "x-dead-letter-routing-key": spec.name,
-            },
+            delivery_limit=spec.delivery_limit or self._settings.delivery_limit,
+            dead_letter_exchange=self._settings.dead_letter_exchange,
+            exchange=self._settings.exchange,
+            routing_keys=spec.routing_keys,
         )
-        for key in spec.routing_keys:
-            await queue.bind(self._settings.exchange, routing_key=key)
-        return queue
 
     # --- publish ---------------------------------------------------------------------------------
     async def publish(self, event: CloudEvent[Any], *, timeout_s: float = 10.0) -> None:

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from nattery_shared import db
 from nattery_shared.app import Readiness
 from nattery_shared.influx import InfluxClient
-from nattery_shared.rabbit import EventBus
+from nattery_shared.rabbit import EventBus, event_source
 from nattery_shared.redis import create_redis
 from nattery_shared.settings import ServiceSettings
 
@@ -54,7 +54,7 @@ async def open_resources(
             client = res.redis
             readiness.add("redis", lambda: client.ping())
         if rabbit:
-            res.bus = EventBus(settings.rabbit, source=f"/services/{settings.service_name}")
+            res.bus = EventBus(settings.rabbit, source=event_source(settings.service_name))
             res.bus.start()
             readiness.add("rabbitmq", res.bus.ping)
         if influx:

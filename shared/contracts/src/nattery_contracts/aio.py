@@ -5,6 +5,10 @@ the same loop iteration as the inner await completes, and the cancellation is lo
 fixed by the 3.12 rewrite). A ``while True`` loop around it then never stops, and a SIGTERM'd process
 hangs until it is killed. ``asyncio.timeout()`` counts cancellations and re-raises the outside one, so
 every timed wait in our code goes through it.
+
+Why :func:`raise_if_cancelling`: some clients (redis, psycopg pool, httpx) turn a ``CancelledError`` that
+hits them mid-call into their own error, or swallow it; a loop that logs ``Exception`` and carries on
+would then never stop. Call it in every ``except Exception`` of a loop and at the top of each turn.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def raise_if_cancelling() -> None:
+    """Raise ``CancelledError`` if the current task has been asked to cancel (a client hid it)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:

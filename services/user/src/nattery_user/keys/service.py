@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_shared.errors import DependencyUnavailable
+from nattery_shared.retry import Backoff, RetryLoop
 from nattery_user.keys import crypto, repository
 from nattery_user.settings import UserSection
 
@@ -129,18 +130,14 @@ class KeyRing:
         return kid
 
     async def run_refresher(self) -> None:
-        """Background task: reload the ring and rotate when due; logs a failure once."""
-        failing = False
-        while True:
-            await asyncio.sleep(self._settings.key_refresh_interval_s)
-            try:
-                await self.ensure()
-                if failing:
-                    log.info("signing keys reloaded again")
-                    failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if not failing:
-                    log.warning("cannot reload signing keys (keeping the ones in memory): %r", err)
-                    failing = True
+        """Background task: reload the ring and rotate when due. A failure is logged once, and the
+        recovery once; meanwhile the keys in memory keep signing and retries back off."""
+        interval_s = self._settings.key_refresh_interval_s
+        await RetryLoop(
+            self.ensure,
+            name="signing key refresh",
+            logger=log,
+            every_s=interval_s,
+            backoff=Backoff(initial_s=min(1.0, interval_s), max_s=interval_s),
+            wait_first=True,  # the lifespan loaded the ring at start-up
+        ).run()
