@@ -20,7 +20,7 @@ from nattery_integration.jobs.schedules import every
 from nattery_integration.markets.endpoints import router
 from nattery_integration.markets.prices import IncompletePrices
 from nattery_integration.markets.service import MarketsService
-from nattery_integration.providers.errors import ProviderError
+from nattery_integration.providers.errors import ProviderError, ProviderRejected
 
 if TYPE_CHECKING:
     from nattery_integration.context import IntegrationContext
@@ -86,10 +86,24 @@ def jobs(ctx: IntegrationContext) -> list[JobSpec]:
         return await _each([("elexon system prices", lambda: svc.elexon_niv(client))])
 
     async def modo(_: JobContext) -> JobResult:
-        tokens = [c.secrets.get("token", "") for c in await enabled_connections(ctx, "modo")]
+        # NIV is the same for every org: one org's key is enough, the first one Modo accepts (one org's
+        # revoked key must not stop everyone's NIV)
+        tokens = list(
+            dict.fromkeys(c.secrets.get("token", "") for c in await enabled_connections(ctx, "modo"))
+        )
         client = ctx.clients.get("modo")
-        # NIV is the same for every org: one org's key is enough
-        return await _each([("modo niv", lambda: svc.modo_niv(client, tokens[0]))] if tokens else [])
+
+        async def niv() -> int:
+            for i, token in enumerate(tokens):
+                try:
+                    return await svc.modo_niv(client, token)
+                except ProviderRejected as e:
+                    if e.status_code not in (401, 403) or i == len(tokens) - 1:
+                        raise
+                    log.warning("modo refused one org's key (HTTP %d); trying the next", e.status_code)
+            return 0
+
+        return await _each([("modo niv", niv)] if tokens else [])
 
     half_hourly = timedelta(minutes=30)
     return [

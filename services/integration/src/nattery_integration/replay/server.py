@@ -81,6 +81,10 @@ class ReplayState:
     octopus_overrides: dict[tuple[str, datetime], float] = field(default_factory=dict)  # (direction, start)
     entsoe_published_until: datetime | None = None  # None: everything up to tomorrow's end
     ack_status: int = 200
+    # API keys received, per provider (Modo's X-Token, ENTSO-E's securityToken): key -> requests
+    credentials: dict[str, Counter[str]] = field(default_factory=dict)
+    # Modo keys it accepts (401 for any other); None: any non-empty key
+    modo_keys: set[str] | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -92,6 +96,10 @@ class ReplayState:
         with self.lock:
             queue = self.faults.get(provider)
             return queue.popleft() if queue else None
+
+    def saw_key(self, provider: str, key: str) -> None:
+        with self.lock:
+            self.credentials.setdefault(provider, Counter())[key] += 1
 
     def count(self, provider: str) -> None:
         with self.lock:
@@ -194,8 +202,12 @@ def create_replay_app(state: ReplayState | None = None) -> Starlette:
     async def modo_niv(request: Request) -> Response:
         if (r := await _fault_response(state, "modo")) is not None:
             return r
-        if not request.headers.get("X-Token"):
+        key = request.headers.get("X-Token")
+        if not key:
             return _json({"detail": "Authentication credentials were not provided."}, 401)
+        state.saw_key("modo", key)
+        if state.modo_keys is not None and key not in state.modo_keys:
+            return _json({"detail": "Invalid token."}, 401)
         q = request.query_params
         try:
             d0, d1 = date.fromisoformat(q["date_from"]), date.fromisoformat(q["date_to"])
@@ -209,6 +221,7 @@ def create_replay_app(state: ReplayState | None = None) -> Starlette:
         q = request.query_params
         if not q.get("securityToken"):
             return Response("Unauthorized", status_code=401, headers={REPLAY_HEADER: LABEL})
+        state.saw_key("entsoe", q["securityToken"])
         try:
             start = datetime.strptime(q["periodStart"], "%Y%m%d%H%M").replace(tzinfo=UTC)
             end = datetime.strptime(q["periodEnd"], "%Y%m%d%H%M").replace(tzinfo=UTC)
