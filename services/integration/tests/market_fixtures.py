@@ -16,10 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from nattery_contracts.events import CloudEvent
 from nattery_integration.app import SCHEMA
-from nattery_integration.outbox import OutboxRelay
 from nattery_integration.replay.runner import ReplayServer
 from nattery_integration.settings import IntegrationSettings
 from nattery_shared.db import create_pool, open_pool
+from nattery_shared.outbox import OutboxRelay
 from nattery_shared.rabbit import EventBus, QueueSpec
 
 ROUTING_KEYS = ["market.prices_updated", "niv.updated", "weather.forecast_updated", "forecast.updated"]

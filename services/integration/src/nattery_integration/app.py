@@ -27,7 +27,6 @@ from nattery_integration.context import IntegrationContext
 from nattery_integration.jobs.endpoints import router as jobs_router
 from nattery_integration.jobs.registry import JobRegistry
 from nattery_integration.jobs.service import JobRunner
-from nattery_integration.outbox import OutboxRelay
 from nattery_integration.providers.client import ProviderClients
 from nattery_integration.providers.endpoints import router as providers_router
 from nattery_integration.providers.errors import ProviderError
@@ -39,6 +38,7 @@ from nattery_integration.webhooks.service import WebhookService
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
 from nattery_shared.errors import NatteryError
+from nattery_shared.outbox import OutboxRelay
 from nattery_shared.resources import open_resources
 
 SCHEMA = "integration"

@@ -11,9 +11,9 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from nattery_integration.connections.crypto import SecretBox
-from nattery_integration.outbox import OutboxRelay
 from nattery_integration.providers.client import ProviderClients
 from nattery_integration.settings import IntegrationSettings
+from nattery_shared.outbox import OutboxRelay
 from nattery_shared.rabbit import EventBus
 
 
@@ -24,7 +24,7 @@ class IntegrationContext:
     redis: Redis
     bus: EventBus
     clients: ProviderClients  # clients.get("octopus") -> httpx.AsyncClient (providers/client.py)
-    relay: OutboxRelay  # outbox.enqueue(conn, ...) in your transaction, then relay.poke()
+    relay: OutboxRelay  # events.OUTBOX.enqueue(conn, ...) in your transaction, then relay.poke()
     secrets: SecretBox  # decrypts connection secrets (connections/service.py has the read helpers)
     replica: str
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)

@@ -18,7 +18,6 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ValidationError
 
 from nattery_contracts.events import AuditRecorded, EventType
-from nattery_integration import outbox
 from nattery_integration.connections import repository
 from nattery_integration.connections.crypto import SecretBox, SecretsUndecryptable
 from nattery_integration.connections.probes import PROBES, generic
@@ -31,6 +30,7 @@ from nattery_integration.connections.schemas import (
     ConnectionUpdate,
     TestCheck,
 )
+from nattery_integration.events import OUTBOX
 from nattery_integration.providers.specs import ProviderSpec
 from nattery_shared.auth import Principal
 from nattery_shared.errors import NotFound, Unprocessable
@@ -130,7 +130,7 @@ async def _audit(
     connection_id: uuid.UUID,
     details: dict[str, Any],
 ) -> None:
-    await outbox.enqueue(
+    await OUTBOX.enqueue(
         conn,
         EventType.AUDIT_RECORDED,
         AuditRecorded(

@@ -17,8 +17,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_contracts.aio import wait_event, within
-from nattery_integration.cancel import raise_if_cancelling
+from nattery_contracts.aio import raise_if_cancelling, wait_event, within
 from nattery_integration.jobs import repository
 from nattery_integration.jobs.registry import JobContext, JobOutcome, JobRegistry, JobResult, JobSpec
 from nattery_integration.jobs.schemas import JobView
@@ -105,7 +104,7 @@ class JobRunner:
         rows_ready = False
         try:
             while not self._stopping:
-                # A client may have swallowed our cancellation mid-call (see cancel.py): stop anyway.
+                # A client may have swallowed our cancellation mid-call (nattery_contracts.aio): stop anyway.
                 raise_if_cancelling()
                 try:
                     if not rows_ready:

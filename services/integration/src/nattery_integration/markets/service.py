@@ -21,7 +21,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_contracts.events import EventType, MarketPricesUpdated, NivUpdated, PricePoint
-from nattery_integration import outbox
+from nattery_integration.events import OUTBOX
 from nattery_integration.markets import entsoe, niv, octopus
 from nattery_integration.markets.niv import NivPoint
 from nattery_integration.markets.prices import (
@@ -134,7 +134,7 @@ class MarketsService:
                 unit=s.unit,
                 version=version,
             )
-            await outbox.enqueue(
+            await OUTBOX.enqueue(
                 conn, EventType.MARKET_PRICES_UPDATED, data, subject=f"{s.market}/{s.region}/{s.direction}"
             )
         self.poke()
@@ -225,7 +225,7 @@ class MarketsService:
                 if not await self.repo.upsert_niv(conn, source, p):
                     continue
                 changed += 1
-                await outbox.enqueue(
+                await OUTBOX.enqueue(
                     conn,
                     EventType.NIV_UPDATED,
                     NivUpdated(

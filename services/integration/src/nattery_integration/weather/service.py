@@ -24,7 +24,7 @@ from nattery_contracts.events import (
     WeatherForecastUpdated,
     WeatherPoint,
 )
-from nattery_integration import outbox
+from nattery_integration.events import OUTBOX
 from nattery_integration.weather import openmeteo
 from nattery_integration.weather.pv import PvArray, PvHour, pv_forecast
 from nattery_integration.weather.repository import WeatherRepository
@@ -80,7 +80,7 @@ class WeatherService:
             if await self.repo.digest(conn, site_id) == digest:
                 return False
             await self.repo.save(conn, site_id, openmeteo.PROVIDER, weather_json, pv_json, digest)
-            await outbox.enqueue(
+            await OUTBOX.enqueue(
                 conn,
                 EventType.WEATHER_FORECAST_UPDATED,
                 WeatherForecastUpdated(
@@ -102,7 +102,7 @@ class WeatherService:
                 ),
                 subject=str(site_id),
             )
-            await outbox.enqueue(
+            await OUTBOX.enqueue(
                 conn,
                 EventType.FORECAST_UPDATED,
                 ForecastUpdated(org_id=org_id, site_id=site_id, model=PV_MODEL, points=_points(pv)),

@@ -20,8 +20,7 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_contracts.aio import wait_event
-from nattery_integration.cancel import raise_if_cancelling
+from nattery_contracts.aio import raise_if_cancelling, wait_event
 from nattery_integration.settings import WebhookSettings
 from nattery_integration.webhooks import repository, signature
 from nattery_integration.webhooks.registry import WebhookDelivery, WebhookHandler
@@ -142,7 +141,7 @@ class WebhookService:
 
     async def run(self) -> None:
         while not self._stopping:
-            # A client may have swallowed our cancellation mid-call (see cancel.py): stop anyway.
+            # A client may have swallowed our cancellation mid-call (nattery_contracts.aio): stop anyway.
             raise_if_cancelling()
             try:
                 while await self.process_pending() == self._batch:
