@@ -9,86 +9,31 @@ the inverter simulator. The operator's ``set_power`` command is acknowledged by 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from device_test_helpers import Org, app_client, device_settings, eventually, influx_count, provision
+from edge_rig import EdgeRig
 
-from nattery_shared.testing import TEST_MQTT_PORT, TestIssuer
+from nattery_shared.testing import TestIssuer
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")
 
 
-class Edge:
-    def __init__(self, tmp: Path) -> None:
-        from nattery_sim.testing import PtyPair, SimProcess
-
-        self.tmp = tmp
-        self.pty = PtyPair(tmp / "ttySim", tmp / "ttyBridge", log=tmp / "socat.log")
-        self.sim = SimProcess(
-            tmp / "ttySim",
-            control_socket=tmp / "sim.ctl",
-            args=["--pv-kwp", "0", "--start-time", "2026-01-15T02:00:00+00:00", "--time-factor", "60"],
-            log=tmp / "sim.log",
-        )
-        self.bridge: subprocess.Popen[bytes] | None = None
-
-    def start(self, site: str, device: str, password: str) -> None:
-        self.pty.start()
-        self.sim.start()
-        env = {
-            **os.environ,
-            "NATTERY_BRIDGE_SITE": site,
-            "NATTERY_BRIDGE_DEVICE": device,
-            "NATTERY_BRIDGE_DATA_DIR": str(self.tmp / "data"),
-            "NATTERY_BRIDGE_SERIAL__PORT": str(self.tmp / "ttyBridge"),
-            "NATTERY_BRIDGE_SERIAL__TURNAROUND_MS": "30",
-            "NATTERY_BRIDGE_MQTT__HOST": "127.0.0.1",
-            "NATTERY_BRIDGE_MQTT__PORT": str(TEST_MQTT_PORT),
-            "NATTERY_BRIDGE_MQTT__USERNAME": site,
-            "NATTERY_BRIDGE_MQTT__PASSWORD": password,
-            "NATTERY_BRIDGE_MQTT__KEEPALIVE_S": "5",
-            "NATTERY_BRIDGE_MQTT__RECONNECT_MAX_S": "1",
-            "NATTERY_BRIDGE_TELEMETRY__FAST_INTERVAL_S": "1",
-            "NATTERY_BRIDGE_TELEMETRY__SLOW_INTERVAL_S": "5",
-            "NATTERY_BRIDGE_DISCOVERY__ENABLED": "false",
-            "NATTERY_BRIDGE_CONTROL_CHECK_INTERVAL_S": "0.5",
-            "NATTERY_BRIDGE_METRICS_PORT": "0",
-        }
-        with (self.tmp / "bridge.log").open("ab") as out:
-            self.bridge = subprocess.Popen(
-                [sys.executable, "-m", "nattery_bridge"], env=env, stdout=out, stderr=out
-            )
-
-    def truth(self) -> dict[str, Any]:
-        status: dict[str, Any] = self.sim.control({"cmd": "status"})
-        return status
-
-    def stop(self) -> None:
-        if self.bridge is not None and self.bridge.poll() is None:
-            self.bridge.terminate()
-            try:
-                self.bridge.wait(10)
-            except subprocess.TimeoutExpired:
-                self.bridge.kill()
-        self.sim.stop()
-        self.pty.stop()
-
-
 @pytest.fixture
-def edge(tmp_path: Path) -> Iterator[Edge]:
-    e = Edge(tmp_path)
+def edge(tmp_path: Path) -> Iterator[EdgeRig]:
+    e = EdgeRig(
+        tmp_path,
+        sim_args=["--pv-kwp", "0", "--start-time", "2026-01-15T02:00:00+00:00", "--time-factor", "60"],
+    )
     yield e
     e.stop()
 
 
-async def test_rest_command_drives_the_simulated_battery(edge: Edge, test_issuer: TestIssuer) -> None:
+async def test_rest_command_drives_the_simulated_battery(edge: EdgeRig, test_issuer: TestIssuer) -> None:
     settings = device_settings(test_issuer, command_sweep_interval_s=1.0)
     async with app_client(settings) as client:
         org = Org(test_issuer)

@@ -18,7 +18,7 @@ from nattery_shared.testing import TEST_PG_DSN, TestIssuer
 
 # Helpers shared with tests/device (end to end); --import-mode=importlib has no package for them.
 sys.path.insert(0, str(Path(__file__).parent))
-from device_test_helpers import device_settings, remove_provisioned
+from device_test_helpers import device_settings, remove_provisioned, wait_ready
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "src" / "nattery_device" / "migrations"
 
@@ -44,4 +44,5 @@ async def client(settings: DeviceSettings) -> AsyncIterator[httpx.AsyncClient]:
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://device") as c:
+            await wait_ready(c)
             yield c

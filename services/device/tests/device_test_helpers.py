@@ -241,6 +241,17 @@ class EventCapture:
         ]
 
 
+async def wait_ready(client: httpx.AsyncClient, timeout_s: float = 30.0) -> None:
+    """Until ``/readyz`` answers 200: the command publisher is connected and every MQTT subscription
+    is granted. A test site's first message must not be published into a share group that does not
+    exist yet (a new app has a new group; the broker queues nothing for it before its SUBACK)."""
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await eventually(ready, timeout_s=timeout_s)
+
+
 @asynccontextmanager
 async def app_client(settings: DeviceSettings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan (ingest included) for settings a test chose."""
@@ -254,6 +265,7 @@ async def app_client(settings: DeviceSettings) -> AsyncIterator[httpx.AsyncClien
         async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://device") as client:
+                await wait_ready(client)
                 yield client
     finally:
         for suffix in ("telemetry", "control"):

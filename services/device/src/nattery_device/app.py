@@ -95,6 +95,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                 relay=relay,
                 stale_after_s=cfg.stale_after_s,
                 latest_every_s=cfg.latest_every_s,
+                on_online=commands.redeliver,
             )
             with contextlib.suppress(Exception):
                 await presence.load()
@@ -162,15 +163,20 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                 for sub in subscribers:
                     sub.start()
 
-                async def mqtt_ready() -> None:
-                    if not all(s.connected.is_set() for s in subscribers):
-                        raise ConnectionError("ingest not connected to the MQTT broker")
-
-                readiness.add("mqtt", mqtt_ready)
                 spawn("influx-writer", writer.run())
                 spawn("telemetry-ingest", ingest.run())
                 spawn("control-ingest", control.run())
                 spawn("site-states", site_states.run())
+
+            async def mqtt_ready() -> None:
+                # Ready means commands can be published and every subscription was granted (SUBACK):
+                # a site's first acknowledgement must not be published into a group not yet there.
+                if not publisher.connected.is_set():
+                    raise ConnectionError("command publisher not connected to the MQTT broker")
+                if not all(s.connected.is_set() for s in subscribers):
+                    raise ConnectionError("ingest not subscribed at the MQTT broker")
+
+            readiness.add("mqtt", mqtt_ready)
 
             # Garbage collection on the ingest path: every message allocates a few tracked objects
             # (delivery tuple, model, values dict), so the default gen0 threshold (700) ran a

@@ -47,6 +47,16 @@ async def get(
     return row
 
 
+async def claim(conn: AsyncConnection[Any], command_id: uuid.UUID) -> Row | None:
+    """The command, row-locked for the caller's transaction; None when missing or another
+    transaction holds it (a concurrent dispatch: it publishes, this one must not)."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} {_FROM} WHERE c.id = %s FOR UPDATE OF c SKIP LOCKED", (command_id,)
+    )
+    row: Row | None = await cur.fetchone()
+    return row
+
+
 async def by_idempotency_key(conn: AsyncConnection[Any], org_id: uuid.UUID, key: str) -> Row | None:
     cur = await conn.execute(
         f"SELECT {_COLUMNS} {_FROM} WHERE c.org_id = %s AND c.idempotency_key = %s", (org_id, key)
@@ -110,6 +120,16 @@ async def move(
         return None
     await add_transition(conn, command_id, to_state, edge_status, reason, at)
     return await get(conn, command_id)
+
+
+async def open_for_device(conn: AsyncConnection[Any], device_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
+    """The device's commands still waiting for an answer (pending or sent) and not expired, oldest first."""
+    cur = await conn.execute(
+        """SELECT id FROM commands WHERE device_id = %s AND state IN ('pending', 'sent') AND expires_at > %s
+           ORDER BY issued_at""",
+        (device_id, now),
+    )
+    return [row["id"] for row in await cur.fetchall()]
 
 
 async def due(

@@ -203,34 +203,62 @@ class CommandService:
         return inserted
 
     # --- publish --------------------------------------------------------------------------------
-    async def dispatch(self, command_id: uuid.UUID) -> bool:
-        """Publish a pending (or unanswered sent) command; True when the broker took it."""
-        async with self._pool.connection() as conn:
-            row = await repository.get(conn, command_id)
-        if row is None or row["state"] not in OPEN:
-            return False
-        now = datetime.now(UTC)
-        if row["expires_at"] <= now:
-            await self._move(command_id, OPEN, CommandState.EXPIRED, now, reason="expired before delivery")
-            return False
-        message = Command(
-            id=row["id"],
-            type=CommandType(row["type"]),
-            params=row["params"],
-            issued_at=row["issued_at"],
-            expires_at=row["expires_at"],
-        )
-        try:
-            await self._publisher.publish(
-                topic(row["site_slug"], row["device_slug"], TopicSuffix.COMMAND),
-                message.model_dump_json().encode(),
+    async def dispatch(self, command_id: uuid.UUID, *, resend_before: datetime | None = None) -> bool:
+        """Publish a pending command, or a sent one still unanswered at ``resend_before``; True when
+        the broker took it.
+
+        The command's row stays locked from the read to the ``sent`` transition, so the API's dispatch
+        of a new command and a sweeper (of any replica) that found it still pending never both publish
+        it, and an acknowledgement overtaking our bookkeeping waits for ``sent`` to be stored first.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            row = await repository.claim(conn, command_id)
+            if row is None or row["state"] not in OPEN:
+                return False
+            if row["state"] == "sent" and (resend_before is None or row["sent_at"] >= resend_before):
+                return False  # answered or re-sent since the caller looked: not due any more
+            now = datetime.now(UTC)
+            if row["expires_at"] <= now:
+                await self._move_in(
+                    conn, command_id, OPEN, CommandState.EXPIRED, now, reason="expired before delivery"
+                )
+                return False
+            message = Command(
+                id=row["id"],
+                type=CommandType(row["type"]),
+                params=row["params"],
+                issued_at=row["issued_at"],
+                expires_at=row["expires_at"],
             )
-        except (TimeoutError, NotConnected) as err:
-            log.warning("command %s not published yet (%s); the sweeper retries", command_id, err)
-            return False
-        if row["state"] == "pending":
-            await self._move(command_id, ("pending",), CommandState.SENT, datetime.now(UTC))
+            try:
+                await self._publisher.publish(
+                    topic(row["site_slug"], row["device_slug"], TopicSuffix.COMMAND),
+                    message.model_dump_json().encode(),
+                )
+            except (TimeoutError, NotConnected) as err:
+                log.warning("command %s not published yet (%s); the sweeper retries", command_id, err)
+                return False
+            if row["state"] == "pending":
+                await self._move_in(conn, command_id, ("pending",), CommandState.SENT, datetime.now(UTC))
         return True
+
+    async def redeliver(self, device_id: uuid.UUID) -> int:
+        """The device just came online: publish its open commands again now.
+
+        A command published before a site's bridge ever connected reaches nobody (the broker has no
+        session for it yet), and one published while it was away may have been lost with its session;
+        without this it would wait for the sweeper's ``resend_after_s``. A command the bridge already
+        has is recognised by its id there and not run twice. Returns how many were published.
+        """
+        async with self._pool.connection() as conn:
+            ids = await repository.open_for_device(conn, device_id, datetime.now(UTC))
+        sent = 0
+        for command_id in ids:
+            if await self.dispatch(command_id, resend_before=datetime.now(UTC)):
+                sent += 1
+        if sent:
+            log.info("device %s came online: %d open command(s) published again", device_id, sent)
+        return sent
 
     # --- acknowledgements -------------------------------------------------------------------------
     async def apply_ack(self, site_id: uuid.UUID, device_id: uuid.UUID, ack: CommandAck) -> bool:
@@ -263,7 +291,7 @@ class CommandService:
                     row["id"], OPEN, CommandState.EXPIRED, now, reason="no answer before expires_at"
                 )
             else:
-                await self.dispatch(row["id"])
+                await self.dispatch(row["id"], resend_before=now - timedelta(seconds=self._resend_after_s))
 
     async def run_sweeper(self, interval_s: float) -> None:
         failing = False
@@ -299,19 +327,43 @@ class CommandService:
         applied: dict[str, Any] | None = None,
     ) -> bool:
         async with self._pool.connection() as conn, conn.transaction():
-            row = await repository.move(
+            return await self._move_in(
                 conn,
                 command_id,
-                from_states=from_states,
-                to_state=state.value,
-                at=at,
+                from_states,
+                state,
+                at,
                 edge_status=edge_status,
                 reason=reason,
                 applied=applied,
             )
-            if row is None:
-                return False
-            await self._emit(conn, row, state, at)
+
+    async def _move_in(
+        self,
+        conn: Any,
+        command_id: uuid.UUID,
+        from_states: tuple[str, ...],
+        state: CommandState,
+        at: datetime,
+        *,
+        edge_status: str | None = None,
+        reason: str | None = None,
+        applied: dict[str, Any] | None = None,
+    ) -> bool:
+        """The transition inside the caller's transaction."""
+        row = await repository.move(
+            conn,
+            command_id,
+            from_states=from_states,
+            to_state=state.value,
+            at=at,
+            edge_status=edge_status,
+            reason=reason,
+            applied=applied,
+        )
+        if row is None:
+            return False
+        await self._emit(conn, row, state, at)
         return True
 
     async def _emit(self, conn: Any, row: dict[str, Any], state: CommandState, at: datetime) -> None:

@@ -113,6 +113,7 @@ class AckingSubscriber:
         self._generation = 0
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        # Set once the broker granted our subscriptions (SUBACK), cleared when the connection drops.
         self.connected = asyncio.Event()
         self.session_present: bool | None = None
 
@@ -169,7 +170,8 @@ class AckingSubscriber:
             writer.write(wire.subscribe(1, self._filters))
             await writer.drain()
             self._writer = writer
-            self.connected.set()
+            # ``connected`` waits for the SUBACK (set in _read): until then a brand-new shared group
+            # does not exist at the broker and what sites publish to it is not queued for us.
             log.info("%s: connected (session present: %s)", self._name, self.session_present)
             pinger = asyncio.create_task(self._ping(writer))
             try:
@@ -207,6 +209,7 @@ class AckingSubscriber:
                 if kind == wire.SUBACK:
                     if any(code >= 0x80 for code in body[3:]):
                         raise ConnectRefused(f"subscription refused: {body[3:].hex()}")
+                    self.connected.set()
                 elif kind == wire.DISCONNECT:
                     raise EOFError(f"broker sent DISCONNECT ({body[:1].hex() or '00'})")
 

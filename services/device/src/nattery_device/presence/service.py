@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from psycopg_pool import AsyncConnectionPool
@@ -75,6 +75,7 @@ class PresenceService:
         relay: outbox.OutboxRelay | None = None,
         stale_after_s: float = 120.0,
         latest_every_s: float = 1.0,
+        on_online: Callable[[uuid.UUID], Awaitable[object]] | None = None,
     ) -> None:
         self._pool = pool
         self._redis = redis
@@ -82,6 +83,8 @@ class PresenceService:
         self._stream = stream
         self._relay = relay
         self._stale_after_s = stale_after_s
+        # Called (in the background) when a device goes online: the command path redelivers to it.
+        self._on_online = on_online
         self._status: dict[uuid.UUID, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._latest_every_s = latest_every_s
@@ -264,6 +267,10 @@ class PresenceService:
         self._status[entry.id] = status.value
         if self._relay is not None:
             self._relay.poke()
+        if status is DeviceStatus.ONLINE and self._on_online is not None:
+            task = asyncio.create_task(self._came_online(entry.id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         try:
             await self._redis.hset(
                 latest_key(entry.id), mapping={"status": status.value, "status_at": at.isoformat()}
@@ -283,6 +290,14 @@ class PresenceService:
         except Exception as err:
             log.warning("status of %s stored, but redis/stream update failed: %r", entry.id, err)
         return True
+
+    async def _came_online(self, device_id: uuid.UUID) -> None:
+        assert self._on_online is not None
+        try:
+            await self._on_online(device_id)
+        except Exception as err:  # the sweeper's resend is still there
+            raise_if_cancelling()
+            log.warning("redelivery to %s after it came online failed: %r", device_id, err)
 
     # --- staleness -----------------------------------------------------------------------------
     async def sweep(self) -> int:

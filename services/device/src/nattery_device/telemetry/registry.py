@@ -53,11 +53,16 @@ class RegistryCache:
         self._sites: dict[str, SiteEntry] = {}
         self._by_device: dict[uuid.UUID, DeviceEntry] = {}
         self._loaded_at = 0.0
+        # Bumped by invalidate(): a load that began before a change was committed must not mark its
+        # (older) view as fresh, or a message for the new site would be dropped as unknown until
+        # miss_reload_s had passed.
+        self._generation = 0
         self._lock = asyncio.Lock()
         self._failing = False
 
     async def load(self) -> None:
         async with self._lock:
+            generation = self._generation
             async with self._pool.connection() as conn:
                 cur = await conn.execute(
                     """SELECT s.id AS site_id, s.org_id, s.slug AS site_slug, s.mqtt_revoked_at IS NOT NULL AS revoked,
@@ -94,7 +99,7 @@ class RegistryCache:
                 site.devices[entry.slug] = entry
                 by_device[entry.id] = entry
             self._sites, self._by_device = sites, by_device
-            self._loaded_at = time.monotonic()
+            self._loaded_at = time.monotonic() if generation == self._generation else 0.0
 
     def site(self, slug: str) -> SiteEntry | None:
         return self._sites.get(slug)
@@ -115,6 +120,7 @@ class RegistryCache:
         return entry
 
     def invalidate(self) -> None:
+        self._generation += 1
         self._loaded_at = 0.0
 
     async def run(self) -> None:
