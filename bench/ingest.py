@@ -61,8 +61,8 @@ import mqtt_wire  # noqa: E402
 from common import emit, percentile  # noqa: E402
 from loadgen import FIELDS, LoadGenerator, payload, site_slug, values_json  # noqa: E402
 
+from nattery_device.ingest.lines import ts_ns  # noqa: E402
 from nattery_device.mqtt.subscriber import forget_session  # noqa: E402
-from nattery_device.telemetry.lines import ts_ns  # noqa: E402
 from nattery_device.telemetry.rollup import reroll_statement  # noqa: E402
 from nattery_shared import migrations  # noqa: E402
 from nattery_shared.settings import MqttSettings  # noqa: E402

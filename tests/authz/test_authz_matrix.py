@@ -58,6 +58,7 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     ("device", "GET", "/latest"): V,
     ("device", "GET", "/devices/{device_id}/history"): V,
     ("device", "GET", "/devices/{device_id}/stats"): V,
+    ("device", "GET", "/devices/{device_id}/events"): V,
     ("device", "GET", "/ingest/rejected"): A,
     ("device", "POST", "/devices/{device_id}/commands"): OP,
     ("device", "GET", "/commands/{command_id}"): V,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from device_test_helpers import Org, provision
 
-from nattery_device.telemetry.lines import ts_ns
+from nattery_device.ingest.lines import ts_ns
 from nattery_device.telemetry.rollup import late_ranges, reroll_statement
 from nattery_shared.testing import TEST_INFLUX_DB, TEST_INFLUX_URL, TestIssuer
 

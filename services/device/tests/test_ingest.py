@@ -14,7 +14,7 @@ from device_test_helpers import Org, SiteClient, eventually, influx_count, provi
 from prometheus_client import REGISTRY
 
 from nattery_contracts.mqtt import Telemetry
-from nattery_device.telemetry.lines import telemetry_line
+from nattery_device.ingest.lines import telemetry_line
 from nattery_shared.influx import line
 from nattery_shared.testing import TEST_INFLUX_DB, TEST_INFLUX_URL, TEST_REDIS_URL, TestIssuer
 

@@ -10,9 +10,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from nattery_contracts.mqtt import Telemetry
+from nattery_device.devices.registry import DeviceEntry
 from nattery_device.devices.schemas import DeviceKind
 from nattery_device.presence.service import LAST_SEEN_KEY, PresenceService, latest_key
-from nattery_device.telemetry.registry import DeviceEntry
 from nattery_device.telemetry.service import _latest
 from nattery_shared.testing import TEST_REDIS_URL
 

@@ -20,9 +20,9 @@ from redis.asyncio import Redis
 
 from nattery_contracts.events import SiteStateMeasured
 from nattery_contracts.mqtt import Telemetry
+from nattery_device.devices.registry import DeviceEntry
 from nattery_device.devices.schemas import DeviceKind
 from nattery_device.site_state.service import SiteStateAggregator
-from nattery_device.telemetry.registry import DeviceEntry
 from nattery_shared.testing import TEST_REDIS_URL, TestIssuer
 
 

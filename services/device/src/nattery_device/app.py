@@ -14,10 +14,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from nattery_contracts.aio import within
-from nattery_device.commands.consumers import CommandConsumers
+from nattery_device.commands.consumers import AckConsumer, CommandConsumers
 from nattery_device.commands.endpoints import router as commands_router
 from nattery_device.commands.service import CommandService
 from nattery_device.devices.endpoints import router as devices_router
+from nattery_device.devices.registry import RegistryCache
+from nattery_device.events.endpoints import router as events_router
+from nattery_device.events.service import EdgeEventService
+from nattery_device.ingest.dead_letters import RejectedStore, Rejection
+from nattery_device.ingest.edge_messages import EdgeMessageIngest
+from nattery_device.ingest.endpoints import router as ingest_router
+from nattery_device.ingest.telemetry import Sinks, TelemetryIngest
+from nattery_device.ingest.writer import InfluxBatchWriter
 from nattery_device.mqtt.credentials import PasswordFile
 from nattery_device.mqtt.publisher import MqttPublisher
 from nattery_device.mqtt.subscriber import AckingSubscriber
@@ -29,13 +37,8 @@ from nattery_device.sites.endpoints import router as sites_router
 from nattery_device.sites.service import CredentialsReconciler
 from nattery_device.stream.endpoints import router as stream_router
 from nattery_device.stream.hub import StreamHub, StreamPublisher
-from nattery_device.telemetry.control import ControlIngest
 from nattery_device.telemetry.endpoints import router as telemetry_router
-from nattery_device.telemetry.ingest import Sinks, TelemetryIngest
-from nattery_device.telemetry.registry import RegistryCache
-from nattery_device.telemetry.rejected import RejectedStore, Rejection
 from nattery_device.telemetry.service import ensure_rollups
-from nattery_device.telemetry.writer import InfluxBatchWriter
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
 from nattery_shared.resources import open_resources
@@ -157,15 +160,20 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     Sinks(presence, site_states),
                     batch_size=cfg.ingest_batch_size,
                 )
-                control = ControlIngest(
-                    control_sub, registry, rejected, presence, commands, res.pool, stream_publisher
+                edge_messages = EdgeMessageIngest(
+                    control_sub,
+                    registry,
+                    rejected,
+                    presence,
+                    AckConsumer(commands),
+                    EdgeEventService(res.pool, stream_publisher),
                 )
                 for sub in subscribers:
                     sub.start()
 
                 spawn("influx-writer", writer.run())
                 spawn("telemetry-ingest", ingest.run())
-                spawn("control-ingest", control.run())
+                spawn("edge-messages-ingest", edge_messages.run())
                 spawn("site-states", site_states.run())
 
             async def mqtt_ready() -> None:
@@ -198,7 +206,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     "rejected": rejected,
                 }
             finally:
-                ingest_tasks = {"telemetry-ingest", "control-ingest"}
+                ingest_tasks = {"telemetry-ingest", "edge-messages-ingest"}
                 for task in tasks:
                     if task.get_name() in ingest_tasks:
                         task.cancel()
@@ -224,5 +232,13 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
         title="Nattery device service",
         description="Fleet registry, telemetry ingest, command path and live stream.",
         lifespan=lifespan,
-        routers=[sites_router, devices_router, telemetry_router, commands_router, stream_router],
+        routers=[
+            sites_router,
+            devices_router,
+            telemetry_router,
+            ingest_router,
+            events_router,
+            commands_router,
+            stream_router,
+        ],
     )

@@ -11,8 +11,8 @@ from nattery_device.settings import DeviceSettings
 
 if TYPE_CHECKING:
     from nattery_device.commands.service import CommandService
+    from nattery_device.devices.registry import RegistryCache
     from nattery_device.outbox import OutboxRelay
-    from nattery_device.telemetry.registry import RegistryCache
 
 
 def get_passwords(request: Request) -> PasswordFile:

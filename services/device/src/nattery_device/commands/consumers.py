@@ -1,4 +1,5 @@
-"""RabbitMQ consumers: trading's ``command.requested`` and ``schedule.published`` become commands."""
+"""Where commands and their answers come in: trading's ``command.requested`` and ``schedule.published``
+(RabbitMQ) become commands; the edge's ``command/ack`` (MQTT, through ingest) moves them on."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from nattery_contracts.events import CloudEvent, CommandRequested, SchedulePublished
-from nattery_contracts.mqtt import CommandType, SetScheduleParams
+from nattery_contracts.mqtt import CommandAck, CommandType, SetScheduleParams
 from nattery_device.commands.service import SCHEDULE_NAMESPACE, CommandService
+from nattery_device.devices.registry import DeviceEntry
 from nattery_shared.errors import NotFound, Unprocessable
 from nattery_shared.rabbit import EventBus, QueueSpec
 
@@ -107,3 +109,16 @@ class CommandConsumers:
                 source=f"event:{event.type.value}:{data.schedule_id}:v{data.version}",
             )
         await self._mark(event, SCHEDULES_QUEUE.name)
+
+
+class AckConsumer:
+    """``command/ack`` messages from the edge (MQTT), handed over by ingest/edge_messages.py once the
+    topic's site and device are known. An ack outside the contract raises ``ValidationError`` and is
+    dead-lettered by the caller; an ack for a command of another device is logged and ignored."""
+
+    def __init__(self, commands: CommandService) -> None:
+        self._commands = commands
+
+    async def handle(self, entry: DeviceEntry, payload: bytes) -> None:
+        ack = CommandAck.model_validate_json(payload)
+        await self._commands.apply_ack(entry.site_id, entry.id, ack)

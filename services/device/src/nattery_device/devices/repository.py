@@ -85,3 +85,15 @@ async def update(
 async def delete(conn: AsyncConnection[Any], org_id: uuid.UUID, device_id: uuid.UUID) -> bool:
     cur = await conn.execute("DELETE FROM devices WHERE org_id = %s AND id = %s", (org_id, device_id))
     return cur.rowcount > 0
+
+
+async def registry_rows(conn: AsyncConnection[Any]) -> list[Row]:
+    """Every site with its devices (one row per device; a site without devices once, device columns
+    NULL): the ingest path's slug -> id view (devices/registry.py)."""
+    cur = await conn.execute(
+        """SELECT s.id AS site_id, s.org_id, s.slug AS site_slug, s.mqtt_revoked_at IS NOT NULL AS revoked,
+                  d.id AS device_id, d.slug AS device_slug, d.kind
+           FROM sites s LEFT JOIN devices d ON d.site_id = s.id"""
+    )
+    rows: list[Row] = await cur.fetchall()
+    return rows

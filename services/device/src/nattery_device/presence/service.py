@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -22,44 +21,18 @@ from nattery_contracts.events import DeviceStatusChanged, EventType
 from nattery_contracts.mqtt import DeviceStatus, State, Telemetry
 from nattery_device import outbox
 from nattery_device.cancel import raise_if_cancelling
+from nattery_device.devices.registry import DeviceEntry, RegistryCache
 from nattery_device.presence import repository
+from nattery_device.presence.latest import (
+    LAST_SEEN_KEY,
+    LATEST_CHUNK,
+    SET_LATEST_LUA,
+    group_field,
+    latest_key,
+)
 from nattery_device.stream.hub import StreamPublisher
-from nattery_device.telemetry.registry import DeviceEntry, RegistryCache
 
 log = logging.getLogger(__name__)
-
-LAST_SEEN_KEY = "device:lastseen"  # sorted set: device id -> last sample epoch seconds
-
-
-# Latest values: one hash per device, one hash field per group of fields the device publishes (the
-# bridge publishes fast and slow groups), "g:<id of the group's field names>" = "epoch|iso ts|seq|values
-# json". A group only moves forward in time: a replayed (older) sample never overwrites a newer one,
-# whichever replica writes it. Readers merge the groups (newest value of each field wins,
-# telemetry/service.py). The compare is a few string operations per device (no JSON in Redis): the
-# per-field cjson merge this replaces cost redis-server ~34 % of a core at 10,000 msg/s from 2,000
-# devices; this costs ~3 % (services/device/README.md, "Benchmarks").
-_SET_LATEST_LUA = """
-for i, key in ipairs(KEYS) do
-  local field, record = ARGV[2 * i - 1], ARGV[2 * i]
-  local stored = redis.call('HGET', key, field)
-  if not stored or tonumber(string.sub(stored, 1, string.find(stored, '|', 1, true) - 1))
-      <= tonumber(string.sub(record, 1, string.find(record, '|', 1, true) - 1)) then
-    redis.call('HSET', key, field, record)
-  end
-end
-return 0
-"""
-LATEST_CHUNK = 500  # devices per EVAL: Redis runs a script without interruption
-
-
-def latest_key(device_id: uuid.UUID) -> str:
-    return f"device:latest:{device_id}"
-
-
-def group_field(names: tuple[str, ...]) -> str:
-    """Hash field of a group of telemetry fields: short and stable across replicas and restarts."""
-    return "g:" + hashlib.blake2b(",".join(names).encode(), digest_size=6).hexdigest()
-
 
 Sample = tuple[DeviceEntry, Telemetry]
 
@@ -187,7 +160,7 @@ class PresenceService:
             pipe = self._redis.pipeline(transaction=False)
             for i in range(0, len(keys), LATEST_CHUNK):
                 chunk = keys[i : i + LATEST_CHUNK]
-                pipe.eval(_SET_LATEST_LUA, len(chunk), *chunk, *args[2 * i : 2 * (i + LATEST_CHUNK)])
+                pipe.eval(SET_LATEST_LUA, len(chunk), *chunk, *args[2 * i : 2 * (i + LATEST_CHUNK)])
             pipe.zadd(LAST_SEEN_KEY, seen, gt=True)
             await pipe.execute()
             if self._redis_failing:

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from nattery_contracts.events import EventType, SiteStateMeasured, make_event
 from nattery_contracts.mqtt import Telemetry
 from nattery_device.cancel import raise_if_cancelling
-from nattery_device.telemetry.registry import DeviceEntry
+from nattery_device.devices.registry import DeviceEntry
 from nattery_shared.rabbit import EventBus
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,17 @@
-"""Telemetry queries (viewer): latest per device / site / fleet, history, statistics, CSV export;
-the org's rejected ingest messages (admin)."""
+"""Telemetry queries (viewer): latest per device / site / fleet, history, statistics, CSV export."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import AwareDatetime
 
 from nattery_device.telemetry import service
-from nattery_device.telemetry.rejected import RejectedStore
 from nattery_device.telemetry.schemas import Aggregate, History, Latest, Stats, parse_fields
-from nattery_shared.auth import Admin, Viewer
+from nattery_shared.auth import Viewer
 from nattery_shared.deps import InfluxDep, PoolDep, RedisDep
 from nattery_shared.errors import BadRequest
 
@@ -98,11 +96,3 @@ async def device_stats(
 ) -> Stats:
     names = _fields(fields) or []
     return await service.stats(pool, influx, principal.org_id, device_id, start=start, end=end, fields=names)
-
-
-@router.get("/ingest/rejected", summary="Recent MQTT messages of the org's sites that ingest rejected")
-async def rejected(
-    request: Request, principal: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[dict[str, Any]]:
-    store: RejectedStore = request.state.rejected
-    return await store.recent(principal.org_id, limit)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -24,8 +23,9 @@ from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
-from nattery_device.presence.service import latest_key
-from nattery_device.telemetry.lines import ts_ns
+from nattery_device.ingest.lines import ts_ns
+from nattery_device.presence import latest as presence_latest
+from nattery_device.telemetry import repository
 from nattery_device.telemetry.rollup import ROLLUP_FOR, ROLLUP_LAG, rollup_measurement, rollup_select
 from nattery_device.telemetry.schemas import (
     Aggregate,
@@ -53,10 +53,7 @@ def _q(name: str) -> str:
 
 async def _device(pool: AsyncConnectionPool, org_id: uuid.UUID, device_id: uuid.UUID) -> dict[str, Any]:
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT id, org_id, site_id, kind FROM devices WHERE org_id = %s AND id = %s", (org_id, device_id)
-        )
-        row: dict[str, Any] | None = await cur.fetchone()  # type: ignore[assignment]
+        row = await repository.device(conn, org_id, device_id)
     if row is None:
         raise NotFound("device not found")
     return row
@@ -66,45 +63,25 @@ async def _devices(
     pool: AsyncConnectionPool, org_id: uuid.UUID, site_id: uuid.UUID | None, limit: int
 ) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        if site_id is not None:
-            cur = await conn.execute("SELECT 1 FROM sites WHERE org_id = %s AND id = %s", (org_id, site_id))
-            if await cur.fetchone() is None:
-                raise NotFound("site not found")
-        cur = await conn.execute(
-            """SELECT id, site_id FROM devices WHERE org_id = %s AND (%s::uuid IS NULL OR site_id = %s)
-               ORDER BY site_id, slug LIMIT %s""",
-            (org_id, site_id, site_id, limit),
-        )
-        rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
-    return rows
+        if site_id is not None and not await repository.site_exists(conn, org_id, site_id):
+            raise NotFound("site not found")
+        return await repository.devices(conn, org_id, site_id, limit)
 
 
 def _latest(device_id: uuid.UUID, site_id: uuid.UUID, raw: dict[Any, Any]) -> Latest:
-    """Merge the device's groups of fields (presence/service.py): the newest value of each field wins,
-    ``ts`` and ``seq`` are those of the newest sample."""
-    get = {k.decode(): v.decode() for k, v in raw.items()}
-    groups: list[tuple[float, str, int, str]] = []
-    for key, record in get.items():
-        if key.startswith("g:"):
-            epoch, group_ts, group_seq, values_json = record.split("|", 3)
-            groups.append((float(epoch), group_ts, int(group_seq), values_json))
-    if "values" in get and "ts" in get:  # written before the group layout: one merged object
-        groups.append((float(get.get("ts_epoch", "-inf")), get["ts"], int(get.get("seq", 0)), get["values"]))
-    groups.sort(key=lambda g: g[0])
-    values: dict[str, float] = {}
-    ts: str | None = None
-    seq: int | None = None
-    for _epoch, group_ts, group_seq, values_json in groups:
-        values.update(json.loads(values_json))
-        ts, seq = group_ts, group_seq
+    """A device's Redis hash (presence/latest.py owns its layout) as the API's :class:`Latest`."""
+    return _as_latest(device_id, site_id, presence_latest.merge(raw))
+
+
+def _as_latest(device_id: uuid.UUID, site_id: uuid.UUID, record: presence_latest.LatestRecord) -> Latest:
     return Latest(
         device_id=device_id,
         site_id=site_id,
-        ts=ts,
-        seq=seq,
-        values=values,
-        status=get.get("status"),
-        status_at=get.get("status_at"),
+        ts=record.ts,
+        seq=record.seq,
+        values=record.values,
+        status=record.status,
+        status_at=record.status_at,
     )
 
 
@@ -112,18 +89,16 @@ async def latest_for_device(
     pool: AsyncConnectionPool, redis: Redis, org_id: uuid.UUID, device_id: uuid.UUID
 ) -> Latest:
     device = await _device(pool, org_id, device_id)
-    return _latest(device_id, device["site_id"], await redis.hgetall(latest_key(device_id)))
+    [record] = await presence_latest.read(redis, [device_id])
+    return _as_latest(device_id, device["site_id"], record)
 
 
 async def latest_for_many(
     pool: AsyncConnectionPool, redis: Redis, org_id: uuid.UUID, *, site_id: uuid.UUID | None, limit: int
 ) -> list[Latest]:
     devices = await _devices(pool, org_id, site_id, limit)
-    pipe = redis.pipeline(transaction=False)
-    for d in devices:
-        pipe.hgetall(latest_key(d["id"]))
-    results = await pipe.execute() if devices else []
-    return [_latest(d["id"], d["site_id"], raw) for d, raw in zip(devices, results, strict=True)]
+    records = await presence_latest.read(redis, [d["id"] for d in devices])
+    return [_as_latest(d["id"], d["site_id"], r) for d, r in zip(devices, records, strict=True)]
 
 
 def _where(device: dict[str, Any], start: datetime, end: datetime) -> str:

@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from nattery_contracts.mqtt import Telemetry
 from nattery_device.cancel import raise_if_cancelling
+from nattery_device.devices.registry import DeviceEntry, RegistryCache
+from nattery_device.ingest.dead_letters import RejectedStore, Rejection
+from nattery_device.ingest.lines import telemetry_line_fast
+from nattery_device.ingest.writer import InfluxBatchWriter
 from nattery_device.mqtt.subscriber import AckingSubscriber, Delivery
-from nattery_device.telemetry.lines import telemetry_line_fast
-from nattery_device.telemetry.registry import DeviceEntry, RegistryCache
-from nattery_device.telemetry.rejected import RejectedStore, Rejection
-from nattery_device.telemetry.writer import InfluxBatchWriter
 
 log = logging.getLogger(__name__)
 

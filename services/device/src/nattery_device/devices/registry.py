@@ -1,4 +1,6 @@
 """In-memory view of the registry for the ingest path: topic slugs -> org, site, device, measurement.
+Everything that arrives over MQTT names its site and device by slug; ingest, presence and the command
+acknowledgements resolve them here.
 
 Loaded in one query, refreshed periodically; a topic naming a site or device we do not know triggers
 one targeted reload (rate-limited), so a site provisioned on another replica is found within a second.
@@ -11,11 +13,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_device.cancel import raise_if_cancelling
+from nattery_device.devices import repository
 from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
 
 log = logging.getLogger(__name__)
@@ -64,16 +66,10 @@ class RegistryCache:
         async with self._lock:
             generation = self._generation
             async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    """SELECT s.id AS site_id, s.org_id, s.slug AS site_slug, s.mqtt_revoked_at IS NOT NULL AS revoked,
-                              d.id AS device_id, d.slug AS device_slug, d.kind
-                       FROM sites s LEFT JOIN devices d ON d.site_id = s.id"""
-                )
-                rows = await cur.fetchall()
+                rows = await repository.registry_rows(conn)
             sites: dict[str, SiteEntry] = {}
             by_device: dict[uuid.UUID, DeviceEntry] = {}
-            for row in rows:
-                r: dict[str, Any] = row  # type: ignore[assignment]
+            for r in rows:
                 site = sites.get(str(r["site_slug"]))
                 if site is None:
                     site = sites[str(r["site_slug"])] = SiteEntry(

@@ -1,48 +1,47 @@
-"""The low-volume MQTT topics: ``state`` (presence), ``event`` (faults, alarms), ``command/ack``.
+"""The edge's low-volume MQTT topics: ``state`` (presence), ``event`` (faults, alarms) and
+``command/ack`` (the command path), each handed to the area that owns it once the topic's site and
+device are known.
 
 A separate MQTT session from telemetry so that an InfluxDB outage (which holds telemetry acks) never
-delays a status change or a command acknowledgement. Same rule: acknowledged after it is stored.
+delays a status change or a command acknowledgement. Same rule: acknowledged to the broker after it is
+stored. A message for a site or device not in the registry, or outside the contract, is a dead letter
+(``dead_letters.py``: counted, kept, acknowledged), never dropped silently.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from nattery_contracts.mqtt import CommandAck, EdgeEvent, State
+from nattery_contracts.mqtt import EdgeEvent, State
 from nattery_device.cancel import raise_if_cancelling
-from nattery_device.commands.service import CommandService
+from nattery_device.commands.consumers import AckConsumer
+from nattery_device.devices.registry import RegistryCache
+from nattery_device.events.service import EdgeEventService
+from nattery_device.ingest.dead_letters import RejectedStore, Rejection
 from nattery_device.mqtt.subscriber import AckingSubscriber, Delivery
 from nattery_device.presence.service import PresenceService
-from nattery_device.stream.hub import StreamPublisher
-from nattery_device.telemetry.registry import DeviceEntry, RegistryCache
-from nattery_device.telemetry.rejected import RejectedStore, Rejection
 
 log = logging.getLogger(__name__)
 
 
-class ControlIngest:
+class EdgeMessageIngest:
     def __init__(
         self,
         subscriber: AckingSubscriber,
         registry: RegistryCache,
         rejected: RejectedStore,
         presence: PresenceService,
-        commands: CommandService,
-        pool: AsyncConnectionPool,
-        stream: StreamPublisher,
+        acks: AckConsumer,
+        events: EdgeEventService,
     ) -> None:
         self._subscriber = subscriber
         self._registry = registry
         self._rejected = rejected
         self._presence = presence
-        self._commands = commands
-        self._pool = pool
-        self._stream = stream
+        self._acks = acks
+        self._events = events
 
     async def run(self) -> None:
         while True:
@@ -81,11 +80,9 @@ class ControlIngest:
             if suffix == "state":
                 await self._presence.apply_state(entry, State.model_validate_json(delivery.payload))
             elif suffix == "event":
-                await self._store_event(entry, EdgeEvent.model_validate_json(delivery.payload))
+                await self._events.record(entry, EdgeEvent.model_validate_json(delivery.payload))
             elif suffix == "command/ack":
-                await self._commands.apply_ack(
-                    entry.site_id, entry.id, CommandAck.model_validate_json(delivery.payload)
-                )
+                await self._acks.handle(entry, delivery.payload)
             else:
                 raise ValueError(f"unexpected topic suffix {suffix!r}")
         except (ValidationError, ValueError) as err:
@@ -96,30 +93,3 @@ class ControlIngest:
                     )
                 ]
             )
-
-    async def _store_event(self, entry: DeviceEntry, event: EdgeEvent) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                """INSERT INTO edge_events (org_id, site_id, device_id, ts, code, severity, message, details)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
-                (
-                    entry.org_id,
-                    entry.site_id,
-                    entry.id,
-                    event.ts,
-                    event.code,
-                    event.severity.value,
-                    event.message,
-                    Jsonb(event.details),
-                ),
-            )
-        message: dict[str, Any] = {
-            "type": "event",
-            "device_id": str(entry.id),
-            "site_id": str(entry.site_id),
-            **event.model_dump(mode="json"),
-        }
-        try:
-            await self._stream.publish(entry.org_id, message)
-        except Exception as err:
-            log.warning("event stored but not streamed: %r", err)
