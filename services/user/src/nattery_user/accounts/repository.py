@@ -13,6 +13,11 @@ MEMBER_COLUMNS = """
 """
 
 
+async def lock_bootstrap(conn: AsyncConnection[Any]) -> None:
+    """Serialise concurrent bootstraps (two replicas starting at once) until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('nattery-bootstrap-admin'))")
+
+
 async def insert_org(conn: AsyncConnection[Any], *, org_id: uuid.UUID, name: str, slug: str) -> None:
     await conn.execute("INSERT INTO orgs (id, name, slug) VALUES (%s, %s, %s)", (org_id, name, slug))
 

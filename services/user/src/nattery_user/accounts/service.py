@@ -191,7 +191,7 @@ async def bootstrap_admin(ctx: UserContext, *, org_name: str, email: str) -> Boo
     email = email.strip().lower()
     slug = slugify(org_name)
     async with ctx.pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('nattery-bootstrap-admin'))")
+        await repository.lock_bootstrap(conn)
         org = await repository.org_by_slug(conn, slug)
         org_id = org["id"] if org else uuid.uuid4()
         if org is None:
