@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from nattery_shared.settings import ServiceSettings
 
 
 class AnalyticsSection(BaseModel):
     """Options only the analytics service reads."""
+
+    forecast_enabled: bool = True  # the scheduled day-ahead load forecasts (forecasts/service.py)
+    forecast_check_interval_s: float = Field(default=300.0, gt=0)  # how often due sites are looked for
+    forecast_issue_local: time = time(16, 0)  # day-ahead forecasts are issued at this local time
+    # No event carries a site's timezone yet (device.registered lacks it): one zone for every site.
+    forecast_timezone: str = "Europe/London"
+    forecast_history_days: int = Field(default=365, ge=8, le=800)  # load history read for training
+    forecast_min_history_days: float = Field(default=14.0, ge=1)  # fewer days of readings: persistence
+    forecast_retrain_days: float = Field(default=7.0, gt=0)  # a site's model is re-trained this often
+    forecast_active_days: int = Field(default=7, ge=1)  # sites with load readings this recent are forecast
+    forecast_measurement: str = "inverter"  # device service's telemetry measurement holding the site load
+    forecast_concurrency: int = Field(default=2, ge=1)  # sites trained side by side (one core each)
+
+    @field_validator("forecast_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown IANA timezone {value!r}") from err
+        return value
 
 
 class AnalyticsSettings(ServiceSettings):

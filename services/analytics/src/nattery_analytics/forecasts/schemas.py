@@ -1,0 +1,27 @@
+"""Load forecast API models."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+
+class LoadForecastPoint(BaseModel):
+    start: datetime
+    end: datetime
+    load_kw: float = Field(description="the point forecast (the median for the model)")
+    load_p10_kw: float | None = Field(default=None, description="10th percentile; absent for persistence")
+    load_p90_kw: float | None = Field(default=None, description="90th percentile; absent for persistence")
+    pv_kw: float = Field(description="PV by the same time on the last days (what forecast.updated carries)")
+
+
+class LoadForecast(BaseModel):
+    site_id: uuid.UUID
+    org_id: uuid.UUID
+    target_day: date = Field(description="the local day forecast (the service's forecast timezone)")
+    issued_at: datetime
+    model: str = Field(examples=["analytics.load.gbm_quantile.v1", "analytics.load.persistence"])
+    reason: str = Field(description="what the model was trained on, or why persistence was used")
+    points: list[LoadForecastPoint]
