@@ -14,10 +14,11 @@
   the baseline forecasts, a valid schedule each), the real trading service (``python -m nattery_trading``,
   its own worker) and ``nattery-trading fleet-worker --processes N`` on the test RabbitMQ vhost. One
   ``market.prices_updated`` event is published; the figure is the time until the last of the 10,000
-  ``schedule.published`` events arrives (consumer -> ``trading.site_plans`` jobs -> workers: site lock,
-  database reads, forecasts, solve, schedule storage, publish). Beside it: when the jobs were enqueued,
-  the CPU of every process involved per site, and a per-site breakdown (database, forecast, solve,
-  publish, the rest) timed on a sample of sites through the same ``PlanningService.plan_site``.
+  ``schedule.published`` events arrives (consumer -> ``trading.site_plans`` jobs of up to 50 sites ->
+  workers: the sites' locks, database reads, forecasts, solves, schedule storage, outbox, publish).
+  Beside it: how the jobs spread over the workers, the CPU of every process involved per site, and a
+  per-site breakdown (database, forecast, solve, publish, the rest) timed on a sample of sites through
+  the same ``PlanningService.run_job`` in jobs of the production size.
 
     uv run python bench/trading.py [--quick] [--only solve|capture|fleet] [--sites 10000]
         [--workers 1] [--history-days 28]
@@ -184,7 +185,7 @@ def setup_fleet_db(
 
     from nattery_shared import migrations
     from nattery_trading.app import SCHEMA
-    from nattery_trading.planning.service import schedule_id_for
+    from nattery_trading.schedules.service import schedule_id_for
 
     if reuse:
         with contextlib.suppress(psycopg.Error), psycopg.connect(_dsn(database)) as conn:
@@ -507,15 +508,23 @@ async def _jobs_timeline(since: datetime) -> dict[str, Any]:
 
 
 async def _breakdown(sample: int, bus: Any) -> dict[str, float]:
-    """Where one site's plan goes: ``PlanningService.plan_site`` on ``sample`` sites, one at a time (the
-    same code the workers run), with the repository's queries, the forecast, the solve and the publish
-    timed. Milliseconds per site (medians)."""
+    """Where a site's plan goes: ``PlanningService.run_job`` (the code the workers run) on ``sample``
+    sites in jobs of the production size, one job at a time, with the repositories' batch queries (and
+    the lock transaction), the forecast, the solve and the outbox flush (publish) timed. Milliseconds
+    per site (a job's time divided by its sites; medians over the jobs)."""
     from nattery_shared import db
     from nattery_shared.settings import PostgresSettings
     from nattery_trading.app import SCHEMA
-    from nattery_trading.planning import service as planning_service
-    from nattery_trading.planning.repository import Repository
-    from nattery_trading.planning.service import PlanningService
+    from nattery_trading.dispatches.repository import DispatchRepository
+    from nattery_trading.measured.repository import MeasuredStates
+    from nattery_trading.schedules import inputs as plan_inputs
+    from nattery_trading.schedules import service as planning_service
+    from nattery_trading.schedules.queue import JOB_MAX_SITES, job_key, plan_jobs
+    from nattery_trading.schedules.repository import ScheduleRepository
+    from nattery_trading.schedules.service import PlanningService
+    from nattery_trading.sites.repository import SiteRepository
+    from nattery_trading.strategies.repository import StrategyRepository
+    from nattery_trading.tariffs.repository import TariffRepository
 
     pool = db.create_pool(PostgresSettings(dsn=_dsn(FLEET_DB)), schema=SCHEMA, name="bench-breakdown")  # type: ignore[arg-type]
     await db.open_pool(pool)
@@ -542,49 +551,68 @@ async def _breakdown(sample: int, bus: Any) -> dict[str, float]:
 
         return wrapper
 
-    repo = Repository(pool)
-    for attr in dir(Repository):
-        fn = getattr(repo, attr)
-        if not attr.startswith("_") and asyncio.iscoroutinefunction(fn):
-            setattr(repo, attr, timed("db", fn, True))
-    lock = repo.site_lock
-
-    @contextlib.asynccontextmanager
-    async def timed_lock(site_id: uuid.UUID) -> Any:
-        t = time.perf_counter()
-        async with lock(site_id):
-            spent["db"] += time.perf_counter() - t
-            yield
-            t = time.perf_counter()
-        spent["db"] += time.perf_counter() - t  # commit of the lock's transaction
-
-    repo.site_lock = timed_lock  # type: ignore[method-assign]
-    bus.publish = timed("publish", bus.publish, True)
-    orig_solve, orig_forecast = planning_service.solve, planning_service.site_forecast
+    orig_solve, orig_forecast = planning_service.solve, plan_inputs.site_forecast
     planning_service.solve = timed("solve", orig_solve, False)  # type: ignore[assignment]
-    planning_service.site_forecast = timed("forecast", orig_forecast, False)  # type: ignore[assignment]
+    plan_inputs.site_forecast = timed("forecast", orig_forecast, False)  # type: ignore[assignment]
+    # every repository call of a plan batch (they run on the batch's lock transaction)
+    repositories = (
+        ScheduleRepository,
+        SiteRepository,
+        TariffRepository,
+        StrategyRepository,
+        DispatchRepository,
+        MeasuredStates,
+    )
+    originals = {
+        (cls, name): fn
+        for cls in repositories
+        for name, fn in vars(cls).items()
+        if isinstance(fn, staticmethod)
+    }
+    for (cls, name), fn in originals.items():
+        setattr(cls, name, staticmethod(timed("db", fn.__func__, True)))
     try:
-        planning = PlanningService(repo, bus)
+        planning = PlanningService(ScheduleRepository(pool), bus)
+        locked = planning.repo.locked
+
+        @contextlib.asynccontextmanager
+        async def timed_locked(site_ids: Any) -> Any:
+            t = time.perf_counter()
+            async with locked(site_ids) as conn:
+                spent["db"] += time.perf_counter() - t
+                yield conn
+                t = time.perf_counter()
+            spent["db"] += time.perf_counter() - t  # the commit (and the locks' release)
+
+        planning.repo.locked = timed_locked  # type: ignore[method-assign]
+        assert planning.relay is not None
+        planning.relay.flush = timed("publish", planning.relay.flush, True)  # type: ignore[method-assign]
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT site_id FROM sites ORDER BY random() LIMIT %s", (sample,))
             sites = [r["site_id"] for r in await cur.fetchall()]
+        version = uuid.uuid4().hex
+        jobs = plan_jobs([(s, job_key(s, f"breakdown:{version}")) for s in sites], "bench breakdown")
         per_site: dict[str, list[float]] = defaultdict(list)
-        for i, site in enumerate(sites):
+        for i, job in enumerate(jobs):
             spent.clear()
             t = time.perf_counter()
-            await planning.plan_site(site, "bench breakdown")
+            await planning.run_job(job)
             total = time.perf_counter() - t
-            if i < 5:
+            if i == 0:
                 continue  # warm-up
+            n = len(job.sites)
             for k in ("db", "forecast", "solve", "publish"):
-                per_site[k].append(spent[k] * 1000)
-            per_site["other"].append((total - sum(spent.values())) * 1000)
-            per_site["total"].append(total * 1000)
+                per_site[k].append(spent[k] * 1000 / n)
+            per_site["other"].append((total - sum(spent.values())) * 1000 / n)
+            per_site["total"].append(total * 1000 / n)
     finally:
-        planning_service.solve, planning_service.site_forecast = orig_solve, orig_forecast  # type: ignore[assignment]
+        planning_service.solve, plan_inputs.site_forecast = orig_solve, orig_forecast  # type: ignore[assignment]
+        for (cls, name), fn in originals.items():
+            setattr(cls, name, fn)
         await pool.close()
-    out = {k: round(percentile(v, 50), 2) for k, v in per_site.items()}
-    out["sites_sampled"] = len(per_site["total"])
+    out: dict[str, float] = {k: round(percentile(v, 50), 2) for k, v in per_site.items()}
+    out["sites_sampled"] = sum(len(j.sites) for j in jobs[1:])
+    out["sites_per_job"] = JOB_MAX_SITES
     return out
 
 
@@ -622,7 +650,7 @@ def main() -> None:
         "--workers", type=int, default=2, help="planning processes in all (service + fleet-worker)"
     )
     parser.add_argument("--history-days", type=int, default=28)
-    parser.add_argument("--breakdown-sites", type=int, default=205)
+    parser.add_argument("--breakdown-sites", type=int, default=300)
     parser.add_argument("--reuse-db", action="store_true", help="keep the last run's fleet database")
     args = parser.parse_args()
     if args.only in (None, "solve"):

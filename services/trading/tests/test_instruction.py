@@ -10,8 +10,8 @@ from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.backtest import engine
 from nattery_trading.optimiser import PlanInput, Strategy, TimeWindow, WindowMode, solve
 from nattery_trading.optimiser.instruction import slot_instruction
-from nattery_trading.planning import service
-from nattery_trading.planning.service import _hold_plan
+from nattery_trading.schedules import service
+from nattery_trading.schedules.service import _hold_plan
 
 T0 = datetime(2022, 6, 1, tzinfo=UTC)
 

@@ -17,8 +17,10 @@ from nattery_shared.rabbit import EventBus
 from nattery_shared.testing import TestIssuer, bearer, eventually
 from nattery_trading.measured.consumers import SiteStateConsumer
 from nattery_trading.measured.repository import MeasuredStates
-from nattery_trading.planning.repository import Repository
-from nattery_trading.planning.service import PlanningService, floor_slot
+from nattery_trading.measured.service import MeasuredStateService
+from nattery_trading.schedules.inputs import floor_slot
+from nattery_trading.schedules.repository import ScheduleRepository
+from nattery_trading.schedules.service import PlanningService
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,7 +152,9 @@ async def test_states_are_applied_once_and_fold_into_the_slot(
 ) -> None:
     org = uuid.uuid4()
     site = await configure(client, pool, register_site, org)
-    consumer = SiteStateConsumer(MeasuredStates(pool), PlanningService(Repository(pool), None))
+    consumer = SiteStateConsumer(
+        MeasuredStateService(MeasuredStates(pool), PlanningService(ScheduleRepository(pool), None))
+    )
     slot = floor_slot(datetime.now(UTC), 30) - timedelta(minutes=30)
     first = make_event(
         EventType.SITE_STATE_MEASURED,
@@ -164,7 +168,7 @@ async def test_states_are_applied_once_and_fold_into_the_slot(
     )
     for ev in (first, second, first):  # the first one redelivered
         await consumer.on_state(ev)
-    rows = await Repository(pool).planned_vs_actual(site, slot, slot + timedelta(minutes=30))
+    rows = await ScheduleRepository(pool).planned_vs_actual(site, slot, slot + timedelta(minutes=30))
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT battery_power_kw, soc_pct, measured_s FROM actuals WHERE site_id = %s AND start_at = %s",
@@ -183,4 +187,4 @@ async def test_states_are_applied_once_and_fold_into_the_slot(
     )
     await consumer.on_state(other)
     latest = await MeasuredStates(pool).latest(site)
-    assert latest is not None and latest["soc_pct"] == 52.0
+    assert latest is not None and latest.soc_pct == 52.0

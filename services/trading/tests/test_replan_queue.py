@@ -27,10 +27,14 @@ from nattery_contracts.events import (
 from nattery_shared.rabbit import EventBus, QueueSpec
 from nattery_shared.testing import TEST_RABBIT_URL, TestIssuer, bearer, eventually, test_settings_kwargs
 from nattery_trading.app import build_planning, create_app
-from nattery_trading.fleet.site_plans import PlanJob, SitePlanQueue, job_key
-from nattery_trading.planning.repository import Repository
-from nattery_trading.planning.service import PlanningService
+from nattery_trading.dispatches.repository import DispatchRepository
+from nattery_trading.dispatches.service import DispatchService
+from nattery_trading.schedules.queue import PlanJob, SitePlanQueue, job_key
+from nattery_trading.schedules.repository import ScheduleRepository
+from nattery_trading.schedules.service import PlanningService
 from nattery_trading.settings import TradingSection, TradingSettings
+from nattery_trading.sites.repository import SiteRepository
+from nattery_trading.tariffs.repository import TariffRepository
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,15 +67,13 @@ def add_site(pool: Any, register_site: Any) -> AddSite:
     ``market``)."""
 
     async def add(org: uuid.UUID, *, market: str | None = None, region: str = "") -> uuid.UUID:
-        return await _add_site(Repository(pool), await register_site(pool, org), org, market, region)
+        return await _add_site(pool, await register_site(pool, org), org, market, region)
 
     return add
 
 
-async def _add_site(
-    repo: Repository, site: uuid.UUID, org: uuid.UUID, market: str | None, region: str
-) -> uuid.UUID:
-    assert await repo.upsert_site(org, site, BATTERY) is not None
+async def _add_site(pool: Any, site: uuid.UUID, org: uuid.UUID, market: str | None, region: str) -> uuid.UUID:
+    assert await SiteRepository(pool).upsert(org, site, BATTERY) is not None
     if market is not None:
         t = {"name": "agile", "direction": "import", "kind": "dynamic", "market": market, "region": region}
     else:
@@ -84,8 +86,8 @@ async def _add_site(
                 {"start_local": "07:30", "end_local": "00:30", "p_per_kwh": 32.0},
             ],
         }
-    tariff = await repo.create_tariff(org, t)
-    await repo.set_site_tariff(site, "import", tariff["tariff_id"])
+    tariff = await TariffRepository(pool).create(org, t)
+    await TariffRepository(pool).assign(site, "import", tariff.tariff_id)
     return site
 
 
@@ -127,7 +129,7 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
         **test_settings_kwargs(test_issuer),
         trading=TradingSection(site_plans_queue=queue_name, worker_prefetch=1, replan_interval_s=3600),
     )
-    repo = Repository(pool)
+    repo = ScheduleRepository(pool)
     org, market, region = uuid.uuid4(), "test-market", f"R{uuid.uuid4().hex[:8]}"
     collector = Collector(bus, ["schedule.published"])
     await collector.start()
@@ -210,7 +212,7 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
             assert [e.data.version for e in published] == [1, 1, 1, 2], published
             for s in sites:
                 latest = await repo.latest_schedule(s)
-                assert latest is not None and latest[0]["version"] == (2 if s == sites[0] else 1)
+                assert latest is not None and latest.head.version == (2 if s == sites[0] else 1)
     finally:
         await second_q.close()
         await drop_queue(queue_name)
@@ -219,7 +221,7 @@ async def test_prices_for_three_sites_fan_out_to_competing_workers(
 async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
     pool: Any, bus: EventBus, add_site: AddSite
 ) -> None:
-    repo = Repository(pool)
+    repo = ScheduleRepository(pool)
     org = uuid.uuid4()
     site = await add_site(org)
     collector = Collector(bus, ["schedule.published"])
@@ -241,9 +243,9 @@ async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
     again = collector.of("schedule.published")[1]
     assert again.id == first[0].id and again.data.version == 1
     latest = await repo.latest_schedule(site)
-    assert latest is not None and latest[0]["version"] == 1
+    assert latest is not None and latest.head.version == 1
     done = await repo.plan_job(job.key)
-    assert done is not None and done["published_at"] is not None
+    assert done is not None and done.published_at is not None
     # Sentinel: a new job key plans version 2; once it is announced, the redelivered job (run before
     # it) would have announced a second version too, had it planned again.
     await planning.run_job(PlanJob.make(site, "sentinel", "event:sentinel"))
@@ -258,7 +260,7 @@ async def test_job_keys_make_jobs_idempotent_and_reannounce_unconfirmed(
 async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
     pool: Any, bus: EventBus, register_site: Any, add_site: AddSite
 ) -> None:
-    repo = Repository(pool)
+    repo = ScheduleRepository(pool)
     org = uuid.uuid4()
     site = await add_site(org)
     collector = Collector(bus, ["schedule.published"])
@@ -271,10 +273,11 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
     await queue.wait_connected(10)
     try:
         planning = PlanningService(repo, bus, queue=queue)
+        stops = DispatchService(DispatchRepository(pool), planning)
         await planning.plan_site(site, "setup")
-        stop = await planning.emergency_stop(org, site, "fire drill", "tests")
+        stop = await stops.emergency_stop(org, site, "fire drill", "tests")
         latest = await repo.latest_schedule(site)
-        assert latest is not None and latest[0]["method"] == "hold" and latest[0]["version"] == 2
+        assert latest is not None and latest.head.method == "hold" and latest.head.version == 2
 
         def hold_events() -> list[CloudEvent[Any]]:
             return [
@@ -293,23 +296,23 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
         await worker.run_job(PlanJob.make(site, "prices updated", "event:1"))
         assert await worker.plan_site(site, "requested") is None
         latest = await repo.latest_schedule(site)
-        assert latest is not None and latest[0]["version"] == 2
+        assert latest is not None and latest.head.version == 2
         # when the hold is about to expire, a (periodic) job renews the hold, never a trading schedule
         later = datetime.now(UTC) + timedelta(hours=1, minutes=30)
         assert await worker.replan_due(later) >= 1
         latest = await repo.latest_schedule(site)
-        assert latest is not None and latest[0]["version"] == 3 and latest[0]["method"] == "hold"
-        assert all(s["battery_power_kw"] == 0 for s in latest[1])
+        assert latest is not None and latest.head.version == 3 and latest.head.method == "hold"
+        assert all(s.battery_power_kw == 0 for s in latest.slots)
 
         # a site with no tariff or prices yet is held all the same
         bare = await register_site(pool, org)
-        assert await repo.upsert_site(org, bare, BATTERY) is not None
-        await planning.emergency_stop(org, bare, "no tariff yet", "tests")
+        assert await SiteRepository(pool).upsert(org, bare, BATTERY) is not None
+        await stops.emergency_stop(org, bare, "no tariff yet", "tests")
         bare_latest = await repo.latest_schedule(bare)
-        assert bare_latest is not None and bare_latest[0]["method"] == "hold"
+        assert bare_latest is not None and bare_latest.head.method == "hold"
 
         # released → a re-plan job goes on the queue; a worker makes a trading schedule again
-        await planning.release_stop(org, stop["stop_id"], "tests")
+        await stops.release_stop(org, stop.stop_id, "tests")
         conn = await aio_pika.connect_robust(TEST_RABBIT_URL)
         async with conn:
             ch = await conn.channel()
@@ -320,7 +323,7 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
         assert job.site_id == site and job.trigger == "emergency stop released"
         await worker.run_job(job)
         latest = await repo.latest_schedule(site)
-        assert latest is not None and latest[0]["method"] != "hold" and latest[0]["version"] == 4
+        assert latest is not None and latest.head.method != "hold" and latest.head.version == 4
     finally:
         await queue.close()
         await drop_queue(queue_name)
@@ -329,7 +332,7 @@ async def test_emergency_stop_holds_at_once_and_drops_jobs_until_released(
 async def test_dispatch_executed_is_published_when_its_window_ends(
     pool: Any, bus: EventBus, add_site: AddSite
 ) -> None:
-    repo = Repository(pool)
+    repo = ScheduleRepository(pool)
     org = uuid.uuid4()
     site = await add_site(org)
     collector = Collector(bus, ["dispatch.status_changed"])
@@ -338,7 +341,7 @@ async def test_dispatch_executed_is_published_when_its_window_ends(
     planning = PlanningService(repo, bus)
     now = datetime.now(UTC)
     dispatch_id = uuid.uuid4()
-    await repo.insert_dispatch(
+    await DispatchRepository(pool).insert(
         {
             "dispatch_id": dispatch_id,
             "org_id": org,

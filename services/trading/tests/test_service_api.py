@@ -210,16 +210,19 @@ async def test_periodic_replan_refreshes_expiring_schedules(
 ) -> None:
     from nattery_shared import db
     from nattery_trading.app import SCHEMA
-    from nattery_trading.planning.repository import Repository
-    from nattery_trading.planning.service import PlanningService
+    from nattery_trading.dispatches.repository import DispatchRepository
+    from nattery_trading.schedules.repository import ScheduleRepository
+    from nattery_trading.schedules.service import PlanningService
+    from nattery_trading.sites.repository import SiteRepository
+    from nattery_trading.tariffs.repository import TariffRepository
 
     pool = db.create_pool(settings.postgres, schema=SCHEMA, name="trading-tests")
     await db.open_pool(pool)
     try:
-        repo = Repository(pool)
+        repo = ScheduleRepository(pool)
         org = uuid.uuid4()
         site = await register_site(pool, org)
-        await repo.upsert_site(
+        await SiteRepository(pool).upsert(
             org,
             site,
             {
@@ -236,7 +239,7 @@ async def test_periodic_replan_refreshes_expiring_schedules(
                 "export_limit_kw": None,
             },
         )
-        tariff = await repo.create_tariff(
+        tariff = await TariffRepository(pool).create(
             org,
             {
                 "name": "tou",
@@ -248,11 +251,11 @@ async def test_periodic_replan_refreshes_expiring_schedules(
                 ],
             },
         )
-        await repo.set_site_tariff(site, "import", tariff["tariff_id"])
+        await TariffRepository(pool).assign(site, "import", tariff.tariff_id)
         planning = PlanningService(repo, None, schedule_validity_h=2.0)
         now = datetime.now(UTC)
         past = uuid.uuid4()
-        await repo.insert_dispatch(
+        await DispatchRepository(pool).insert(
             {
                 "dispatch_id": past,
                 "org_id": org,
@@ -271,15 +274,15 @@ async def test_periodic_replan_refreshes_expiring_schedules(
             row: Any = await cur.fetchone()
         assert row["status"] == "executed"
         first = await repo.latest_schedule(site)
-        assert first is not None and first[0]["trigger"] == "periodic re-plan"
-        assert any("cheapest" in s["reason"] for s in first[1]) or any(
-            s["battery_power_kw"] for s in first[1]
+        assert first is not None and first.head.trigger == "periodic re-plan"
+        assert any("cheapest" in s.reason for s in first.slots) or any(
+            s.battery_power_kw for s in first.slots
         )
         await planning.replan_due(now)  # still valid for 2 h: not due
         again = await repo.latest_schedule(site)
-        assert again is not None and again[0]["version"] == first[0]["version"]
+        assert again is not None and again.head.version == first.head.version
         await planning.replan_due(now + timedelta(hours=1, minutes=30))  # expires within the margin
         later = await repo.latest_schedule(site)
-        assert later is not None and later[0]["version"] == first[0]["version"] + 1
+        assert later is not None and later.head.version == first.head.version + 1
     finally:
         await pool.close()

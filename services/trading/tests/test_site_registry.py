@@ -33,11 +33,14 @@ from nattery_shared.testing import (
     test_settings_kwargs,
 )
 from nattery_trading.app import create_app
-from nattery_trading.planning.repository import Repository
-from nattery_trading.planning.service import PlanningService
+from nattery_trading.dispatches.repository import DispatchRepository
+from nattery_trading.schedules.repository import ScheduleRepository
+from nattery_trading.schedules.service import PlanningService
 from nattery_trading.settings import TradingSection, TradingSettings
 from nattery_trading.sites.consumers import SiteRegistryConsumer
-from nattery_trading.sites.repository import Outcome, SiteRegistry
+from nattery_trading.sites.repository import Outcome, SiteRegistry, SiteRepository
+from nattery_trading.strategies.repository import StrategyRepository
+from nattery_trading.tariffs.repository import TariffRepository
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -238,8 +241,8 @@ async def test_corrected_backfill_locks_the_claimant_out(
     registers to org A: org B loses it at once, trading stops planning org B's configuration, and org A
     is told an operator must remove the old rows."""
     org_a, org_b, site = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    repo = Repository(pool)
-    tariff = await repo.create_tariff(
+    repo = ScheduleRepository(pool)
+    tariff = await TariffRepository(pool).create(
         org_b, {"name": "flat", "direction": "import", "kind": "fixed", "fixed_p_per_kwh": 20}
     )
     async with pool.connection() as conn:  # the state 0004 leaves for a claim made before it
@@ -252,19 +255,21 @@ async def test_corrected_backfill_locks_the_claimant_out(
             "INSERT INTO registered_sites (site_id, org_id, source) VALUES (%s, %s, 'backfill')",
             (site, org_b),
         )
-    await repo.set_site_tariff(site, "import", tariff["tariff_id"])
+    await TariffRepository(pool).assign(site, "import", tariff.tariff_id)
     far = datetime.now(UTC) + timedelta(days=3650)
     # the backfill keeps an existing configuration working: served and planned
     r = await client.get(f"/sites/{site}/strategy", headers=bearer(test_issuer, org_b, "viewer"))
     assert r.status_code == 200, r.text
-    assert site in [s for s, _ in await repo.sites_due(far)] and site in await repo.sites_of_org(org_b)
+    assert site in [s for s, _ in await repo.sites_due(far)] and site in await SiteRepository(pool).of_org(
+        org_b
+    )
 
     await SiteRegistryConsumer(SiteRegistry(pool)).on_device_registered(make_device_registered(org_a, site))
     r = await client.get(f"/sites/{site}/strategy", headers=bearer(test_issuer, org_b, "viewer"))
     assert r.status_code == 404 and r.json()["error"]["details"] == {"reason": "site_not_registered"}
-    assert site not in [s for s, _ in await repo.sites_due(far)] and site not in await repo.sites_of_org(
-        org_b
-    )
+    assert site not in [s for s, _ in await repo.sites_due(far)] and site not in await SiteRepository(
+        pool
+    ).of_org(org_b)
     with pytest.raises(NotFound):
         await PlanningService(repo, None).plan_site(site, "a job queued for org B's configuration")
     assert await repo.latest_schedule(site) is None
@@ -347,8 +352,9 @@ async def test_every_site_route_refuses_another_orgs_site(
         )
         assert r.is_success, f"org A {method} {path}: {r.status_code} {r.text}"
 
-    repo = Repository(pool)
-    before = (await repo.get_site(site), await repo.latest_schedule(site), await repo.get_strategy(site))
+    repo = ScheduleRepository(pool)
+    sites, strategies = SiteRepository(pool), StrategyRepository(pool)
+    before = (await sites.get(site), await repo.latest_schedule(site), await strategies.get(site))
     for method, path, query, body in site_calls(tariffs[org_b]):
         answers = []
         for target in (site, unknown):
@@ -369,11 +375,11 @@ async def test_every_site_route_refuses_another_orgs_site(
             json={"site_id": str(target), "reason": "not mine"},
         )
         assert r.status_code == 404 and r.json()["error"]["details"] == {"reason": "site_not_registered"}
-    assert await repo.list_stops(org_b, True) == []
+    assert await DispatchRepository(pool).stops(org_b, True) == []
     assert (
-        await repo.get_site(site),
+        await sites.get(site),
         await repo.latest_schedule(site),
-        await repo.get_strategy(site),
+        await strategies.get(site),
     ) == before
     r = await client.post(
         "/emergency-stops",

@@ -7,7 +7,7 @@ from pathlib import Path
 from nattery_shared.cli import service_cli
 from nattery_trading.app import SCHEMA
 from nattery_trading.backtest.cli import register as register_backtest
-from nattery_trading.fleet.queue import fleet_worker
+from nattery_trading.schedules.worker import fleet_worker
 from nattery_trading.settings import get_settings
 from nattery_trading.tariffs.loader import load_prices
 

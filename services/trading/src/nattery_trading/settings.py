@@ -23,6 +23,8 @@ class TradingSection(BaseModel):
     # Quorum queue of device-service's device.registered (which org owns each site; sites/consumers.py).
     sites_queue: str = "trading.sites"
     run_worker: bool = True
+    # A re-plan job plans up to this many sites with one query per kind of row (fleet re-plans).
+    job_max_sites: int = Field(default=50, ge=1, le=1000)
     worker_prefetch: int = Field(default=2, ge=1, le=64)
     # Measured SOC this far (percentage points) from the plan's SOC for the slot triggers a re-plan.
     drift_soc_pct: float = Field(default=10.0, gt=0, le=100)

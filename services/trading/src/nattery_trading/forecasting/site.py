@@ -14,10 +14,10 @@ Per slot of the horizon, in order of preference:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -85,8 +85,29 @@ def history_from_actuals(
     return hist
 
 
+class ProvidedPoint(Protocol):
+    """A stored ``forecast.updated`` point (the repository's typed row)."""
+
+    @property
+    def start_at(self) -> datetime: ...
+    @property
+    def end_at(self) -> datetime: ...
+    @property
+    def load_kw(self) -> float | None: ...
+    @property
+    def pv_kw(self) -> float: ...
+    @property
+    def model(self) -> str: ...
+
+
+def _point(r: ProvidedPoint | Mapping[str, Any]) -> tuple[datetime, datetime, float | None, float, str]:
+    if isinstance(r, Mapping):
+        return r["start_at"], r["end_at"], r["load_kw"], r["pv_kw"], str(r.get("model") or "")
+    return r.start_at, r.end_at, r.load_kw, r.pv_kw, r.model
+
+
 def site_forecast(
-    provided: Sequence[dict[str, Any]],
+    provided: Sequence[ProvidedPoint] | Sequence[Mapping[str, Any]],
     history: Sequence[dict[str, Any]] | Actuals,
     start: datetime,
     slot_minutes: int,
@@ -98,15 +119,16 @@ def site_forecast(
     given = {"load_kw": np.full(slots, np.nan), "pv_kw": np.full(slots, np.nan)}
     models: set[str] = set()
     for r in provided:  # spread each forecast point over the slots it overlaps
-        i0 = max(0, math.floor((r["start_at"] - start) / step))
-        i1 = min(slots, math.ceil((r["end_at"] - start) / step))
+        p_start, p_end, p_load, p_pv, model = _point(r)
+        i0 = max(0, math.floor((p_start - start) / step))
+        i1 = min(slots, math.ceil((p_end - start) / step))
         if i1 <= i0:
             continue
-        if r["load_kw"] is not None:  # a PV-only forecast leaves load to the baseline
-            given["load_kw"][i0:i1] = r["load_kw"]
-        given["pv_kw"][i0:i1] = r["pv_kw"]
-        if r.get("model"):
-            models.add(str(r["model"]))
+        if p_load is not None:  # a PV-only forecast leaves load to the baseline
+            given["load_kw"][i0:i1] = p_load
+        given["pv_kw"][i0:i1] = p_pv
+        if model:
+            models.add(model)
 
     out: dict[str, FloatArray] = {}
     meta: dict[str, Any] = {}

@@ -15,9 +15,7 @@ from prometheus_client import Counter
 
 from nattery_contracts.events import CloudEvent, EventType, SiteStateMeasured
 from nattery_shared.rabbit import EventBus, QueueSpec
-from nattery_trading.measured.repository import MeasuredStates
-from nattery_trading.measured.service import slot_of
-from nattery_trading.planning.service import PlanningService
+from nattery_trading.measured.service import MeasuredStateService
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +29,8 @@ SITE_STATES = Counter(
 
 
 class SiteStateConsumer:
-    def __init__(
-        self, states: MeasuredStates, planning: PlanningService, queue: str = SITE_STATES_QUEUE
-    ) -> None:
+    def __init__(self, states: MeasuredStateService, queue: str = SITE_STATES_QUEUE) -> None:
         self.states = states
-        self.planning = planning
         self.spec = QueueSpec(queue, [EventType.SITE_STATE_MEASURED.value])
 
     async def register(self, bus: EventBus) -> None:
@@ -43,10 +38,7 @@ class SiteStateConsumer:
 
     async def on_state(self, event: CloudEvent[Any]) -> None:
         data: SiteStateMeasured = event.data
-        slot = slot_of(data.window_start, data.window_end, self.planning.slot_minutes)
-        outcome = await self.states.record(event.id, self.spec.name, data, slot)
+        outcome = await self.states.apply(event.id, self.spec.name, data)
         SITE_STATES.labels(outcome).inc()
         if outcome == "unknown_site":
             log.debug("state of site %s not configured in trading: skipped", data.site_id)
-        elif outcome == "stored" and data.soc_pct is not None:
-            await self.planning.check_drift(data.site_id, data.measured_at, data.soc_pct)

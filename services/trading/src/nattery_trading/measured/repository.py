@@ -1,18 +1,43 @@
-"""SQL for measured site states (schema ``trading``): the newest state per site, and the slot's actuals."""
+"""SQL of what was measured: the newest state per site (``site_states``) and each slot's actuals
+(``actuals``: folded from measured states, or posted through the API), the forecasts' history."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg.rows import dict_row
+import numpy as np
+from psycopg import AsyncConnection
+from psycopg.rows import class_row, dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_contracts.events import SiteStateMeasured
+from nattery_shared.dedup import PROCESSED_EVENTS
+from nattery_trading.forecasting.site import Actuals
 
-Row = dict[str, Any]
 Outcome = Literal["stored", "older", "unknown_site", "duplicate"]
+
+
+@dataclass(frozen=True)
+class SiteStateRow:
+    """The newest measured state of a site (``site_states``)."""
+
+    site_id: uuid.UUID
+    org_id: uuid.UUID
+    measured_at: datetime
+    window_start: datetime
+    window_end: datetime
+    soc_pct: float | None
+    battery_power_kw: float | None
+    load_kw: float | None
+    pv_kw: float | None
+    grid_kw: float | None
+    samples: int
+    event_id: uuid.UUID
+    received_at: datetime
 
 
 def _kw(w: float | None) -> float | None:
@@ -44,12 +69,7 @@ class MeasuredStates:
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
-            await cur.execute(
-                "INSERT INTO processed_events (event_id, queue) VALUES (%s, %s) ON CONFLICT DO NOTHING "
-                "RETURNING 1 AS new",
-                (event_id, queue),
-            )
-            if await cur.fetchone() is None:
+            if not await PROCESSED_EVENTS.mark(conn, event_id, queue):
                 return "duplicate"
             await cur.execute(
                 "SELECT 1 FROM sites s JOIN registered_sites r ON r.site_id = s.site_id AND r.org_id = s.org_id "
@@ -103,7 +123,64 @@ class MeasuredStates:
                 )
             return "stored" if newer else "older"
 
-    async def latest(self, site_id: uuid.UUID) -> Row | None:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    async def latest(self, site_id: uuid.UUID) -> SiteStateRow | None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=class_row(SiteStateRow)) as cur:
             await cur.execute("SELECT * FROM site_states WHERE site_id = %s", (site_id,))
             return await cur.fetchone()
+
+    @staticmethod
+    async def latest_of(
+        conn: AsyncConnection[Any], site_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, SiteStateRow]:
+        """A plan batch's measured states, on its connection."""
+        async with conn.cursor(row_factory=class_row(SiteStateRow)) as cur:
+            await cur.execute("SELECT * FROM site_states WHERE site_id = ANY(%s)", (list(site_ids),))
+            return {r.site_id: r for r in await cur.fetchall()}
+
+    # --- actuals ---------------------------------------------------------------------------------------
+    async def record_actual(
+        self,
+        site_id: uuid.UUID,
+        start: datetime,
+        battery_power_kw: float,
+        soc_pct: float | None,
+        grid_kw: float | None,
+        load_kw: float | None = None,
+        pv_kw: float | None = None,
+    ) -> None:
+        """A slot's actuals posted through the API (they replace the slot's)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO actuals (site_id, start_at, battery_power_kw, soc_pct, grid_kw, load_kw, pv_kw) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (site_id, start_at) DO UPDATE SET battery_power_kw = EXCLUDED.battery_power_kw, "
+                "soc_pct = EXCLUDED.soc_pct, grid_kw = EXCLUDED.grid_kw, load_kw = EXCLUDED.load_kw, "
+                "pv_kw = EXCLUDED.pv_kw",
+                (site_id, start, battery_power_kw, soc_pct, grid_kw, load_kw, pv_kw),
+            )
+
+    @staticmethod
+    async def histories(
+        conn: AsyncConnection[Any], site_ids: Sequence[uuid.UUID], start: datetime, end: datetime
+    ) -> dict[uuid.UUID, Actuals]:
+        """Recorded load and PV in ``[start, end)`` per site of a plan batch, as arrays (one row of three
+        arrays a site): the baseline forecasts' history.
+
+        Unordered (the forecasts bin readings by time, whatever their order: sorting each site's weeks
+        of rows cost PostgreSQL more than reading them), epoch seconds as float8 (not numeric), binary."""
+        async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
+            await cur.execute(
+                "SELECT site_id, array_agg(date_part('epoch', start_at)), array_agg(load_kw), array_agg(pv_kw) "
+                "FROM actuals WHERE site_id = ANY(%s) AND start_at >= %s AND start_at < %s "
+                "AND (load_kw IS NOT NULL OR pv_kw IS NOT NULL) GROUP BY site_id",
+                (list(site_ids), start, end),
+            )
+            rows = await cur.fetchall()
+        return {
+            site: Actuals(
+                np.rint(np.array(t_s, dtype=np.float64) * 1e6).astype(np.int64),
+                np.array(load, dtype=np.float64),
+                np.array(pv, dtype=np.float64),
+            )
+            for site, t_s, load, pv in rows
+        }

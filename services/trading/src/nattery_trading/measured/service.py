@@ -1,132 +1,28 @@
-"""Where a plan starts: the battery's measured state (``site.state_measured``), never a silent guess.
-
-- SOC: the newest measurement (device-service's ``site.state_measured``, or an actual posted through
-  the API) when it is at most ``max_age_s`` old. Otherwise the plan still runs, and says why on the
-  schedule (``forecast.initial_state``, and in ``forecast.summary``): a stale measurement is used with
-  its age; without any, the middle of the battery's SOC window is assumed.
-- Load and PV: while the measurement is fresh, the first slots of the forecast are pulled towards the
-  measured means (persistence, fading with a one-hour time constant), as a short-term forecast should.
-"""
+"""Measured states (``site.state_measured``): stored once per event, folded into the slot's actuals; a
+stored SOC far from the plan's re-plans the site."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
 from datetime import UTC, datetime
-from typing import Any
 
-import numpy as np
-
-from nattery_trading.measured.repository import MeasuredStates, Row
-from nattery_trading.optimiser.model import FloatArray
-
-ANCHOR_TAU_MIN = 60.0  # persistence fades as exp(-t / tau)
-ANCHOR_MIN_WEIGHT = 0.05
+from nattery_contracts.events import SiteStateMeasured
+from nattery_trading.measured.repository import MeasuredStates, Outcome
+from nattery_trading.schedules.service import PlanningService
 
 
-@dataclass(frozen=True)
-class PlanStart:
-    soc_pct: float
-    info: dict[str, Any]
-    load_kw: FloatArray
-    pv_kw: FloatArray
-
-
-class PlanStartSource:
-    def __init__(self, states: MeasuredStates, *, max_age_s: float = 300.0) -> None:
+class MeasuredStateService:
+    def __init__(self, states: MeasuredStates, planning: PlanningService) -> None:
         self.states = states
-        self.max_age_s = max_age_s
+        self.planning = planning
 
-    async def plan_start(
-        self,
-        site: Row,
-        now: datetime,
-        start: datetime,
-        slot_minutes: int,
-        load_kw: FloatArray,
-        pv_kw: FloatArray,
-        forecast_meta: dict[str, Any],
-    ) -> PlanStart:
-        """The plan's initial SOC and anchored load/PV; ``forecast_meta`` gains ``initial_state``."""
-        state = await self.states.latest(site["site_id"])
-        out = plan_start(site, state, now, start, slot_minutes, load_kw, pv_kw, self.max_age_s)
-        forecast_meta["initial_state"] = out.info
-        summary = forecast_meta.get("summary")
-        forecast_meta["summary"] = (
-            f"{summary}; start: {out.info['reason']}" if summary else out.info["reason"]
-        )
-        return out
-
-
-def plan_start(
-    site: Row,
-    state: Row | None,
-    now: datetime,
-    start: datetime,
-    slot_minutes: int,
-    load_kw: FloatArray,
-    pv_kw: FloatArray,
-    max_age_s: float,
-) -> PlanStart:
-    # The newest SOC reading: a measured state, or the SOC of actuals posted through the API.
-    readings: list[tuple[datetime, float, str]] = []
-    if state is not None and state["soc_pct"] is not None:
-        readings.append((state["measured_at"], float(state["soc_pct"]), "site.state_measured"))
-    if site.get("soc_pct") is not None and site.get("soc_at") is not None:
-        readings.append((site["soc_at"], float(site["soc_pct"]), "posted actuals"))
-    info: dict[str, Any]
-    if readings:
-        at, soc, origin = max(readings, key=lambda r: r[0])
-        age_s = max(0.0, (now - at).total_seconds())
-        fresh = age_s <= max_age_s
-        info = {
-            "source": "measured" if fresh else "stale",
-            "soc_pct": round(soc, 3),
-            "measured_at": at.isoformat(),
-            "age_s": round(age_s, 1),
-            "from": origin,
-            "reason": (
-                f"SOC {soc:.1f}% measured {_ago(age_s)} ago"
-                if fresh
-                else f"SOC measurement stale: last {soc:.1f}% {_ago(age_s)} ago "
-                f"(older than {_ago(max_age_s)}); planned from it"
-            ),
-        }
-    else:
-        soc = (float(site["soc_min_pct"]) + float(site["soc_max_pct"])) / 2
-        info = {
-            "source": "assumed",
-            "soc_pct": round(soc, 3),
-            "measured_at": None,
-            "age_s": None,
-            "from": None,
-            "reason": f"no SOC measured yet: assumed {soc:.1f}% (middle of the battery's SOC window)",
-        }
-    load, pv = load_kw, pv_kw
-    fresh_state = state is not None and (now - state["measured_at"]).total_seconds() <= max_age_s
-    if fresh_state and state is not None:
-        load, info["load_anchor"] = _anchor(load_kw, state["load_kw"], slot_minutes)
-        pv, info["pv_anchor"] = _anchor(pv_kw, state["pv_kw"], slot_minutes)
-    return PlanStart(min(100.0, max(0.0, soc)), info, load, pv)
-
-
-def _anchor(
-    forecast: FloatArray, measured_kw: float | None, slot_minutes: int
-) -> tuple[FloatArray, dict[str, Any] | None]:
-    if measured_kw is None or len(forecast) == 0:
-        return forecast, None
-    t_min = np.arange(len(forecast)) * slot_minutes
-    weight = np.exp(-t_min / ANCHOR_TAU_MIN)
-    weight[weight < ANCHOR_MIN_WEIGHT] = 0.0
-    out = np.asarray(weight * measured_kw + (1 - weight) * np.asarray(forecast), dtype=np.float64)
-    return out, {"measured_kw": round(float(measured_kw), 4), "slots": int((weight > 0).sum())}
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    async def apply(self, event_id: uuid.UUID, queue: str, data: SiteStateMeasured) -> Outcome:
+        """Store a state (once per event id) and check the plan against its SOC."""
+        slot = slot_of(data.window_start, data.window_end, self.planning.slot_minutes)
+        outcome = await self.states.record(event_id, queue, data, slot)
+        if outcome == "stored" and data.soc_pct is not None:
+            await self.planning.check_drift(data.site_id, data.measured_at, data.soc_pct)
+        return outcome
 
 
 def slot_of(window_start: datetime, window_end: datetime, slot_minutes: int) -> datetime:

@@ -1,6 +1,6 @@
 """The one mapping from a planned slot to the instruction the edge receives.
 
-Used by the schedule publisher (``planning/service.py``) and by the back-test alike, so the back-test
+Used by the schedule publisher (``schedules/service.py``) and by the back-test alike, so the back-test
 executes exactly what the product sends. The instruction is a ``ScheduleSlot`` of the MQTT contract:
 a mode, a power and a target SOC. What the bridge makes of it (``edge/modbus-bridge``: the envelope
 keeps power and target SOC only for CHARGE and DISCHARGE; ``DeyeStrategy`` writes the registers):
@@ -45,24 +45,58 @@ class SlotInstruction:
         return self.mode in (BatteryMode.CHARGE, BatteryMode.DISCHARGE)
 
 
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """A plan's columns as Python lists (numpy scalars cost about a microsecond an operation, and the
+    publisher maps every slot of every plan of a fleet re-plan), kept on the plan once made."""
+
+    arrays: tuple[int, ...]  # ids of the arrays they were made from (a replaced array remakes them)
+    power_kw: list[float]
+    soc_pct: list[float]
+    import_kw: list[float]
+    export_kw: list[float]
+    free: list[bool] | None
+
+
+def _columns(plan: Plan) -> _Columns:
+    free = plan.idle_self_consumption
+    arrays = (id(plan.battery_power_kw), id(plan.soc_pct), id(plan.import_kw), id(plan.export_kw), id(free))
+    cols: _Columns | None = plan.__dict__.get("_instruction_columns")
+    if cols is None or cols.arrays != arrays:
+        cols = _Columns(
+            arrays,
+            plan.battery_power_kw.tolist(),
+            plan.soc_pct.tolist(),
+            plan.import_kw.tolist(),
+            plan.export_kw.tolist(),
+            None if free is None else [bool(f) for f in free],
+        )
+        plan.__dict__["_instruction_columns"] = cols
+    return cols
+
+
 def slot_mode(plan: Plan, i: int, eps: float = IDLE_KW) -> BatteryMode:
     """The inverter mode of planned slot ``i`` (see the module docstring)."""
-    b = float(plan.battery_power_kw[i])
-    free = plan.idle_self_consumption
+    return _mode(_columns(plan), i, eps)
+
+
+def _mode(c: _Columns, i: int, eps: float) -> BatteryMode:
+    b = c.power_kw[i]
     # self-consumption may discharge: never where the plan must hold (a manual hold/idle window)
-    sc = BatteryMode.SELF_CONSUMPTION if free is None or bool(free[i]) else BatteryMode.HOLD
+    sc = BatteryMode.SELF_CONSUMPTION if c.free is None or c.free[i] else BatteryMode.HOLD
     if abs(b) <= eps:
-        return sc if free is not None else BatteryMode.HOLD
+        return sc if c.free is not None else BatteryMode.HOLD
     # import_kw / export_kw are the LP's columns: solve() makes them exclusive (or marks the plan)
     if b > 0:
-        return BatteryMode.DISCHARGE if plan.export_kw[i] > eps else sc
-    return BatteryMode.CHARGE if plan.import_kw[i] > eps else sc
+        return BatteryMode.DISCHARGE if c.export_kw[i] > eps else sc
+    return BatteryMode.CHARGE if c.import_kw[i] > eps else sc
 
 
 def slot_instruction(plan: Plan, i: int, eps: float = IDLE_KW) -> SlotInstruction:
     """The instruction published for planned slot ``i``: what ``ScheduleSlot`` carries."""
+    c = _columns(plan)
     return SlotInstruction(
-        mode=slot_mode(plan, i, eps),
-        battery_power_w=round(float(plan.battery_power_kw[i]), 4) * 1000.0,
-        target_soc_pct=max(0.0, min(100.0, round(float(plan.soc_pct[i]), 3))),
+        mode=_mode(c, i, eps),
+        battery_power_w=round(c.power_kw[i], 4) * 1000.0,
+        target_soc_pct=max(0.0, min(100.0, round(c.soc_pct[i], 3))),
     )

@@ -27,6 +27,7 @@ matched the MIP's objective (bench/trading.py), in a few ms. ``solve(exact=True)
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ import highspy
 import numpy as np
 
 from nattery_trading.optimiser.dp import dp_battery_power
+from nattery_trading.optimiser.idle import idle_plan
 from nattery_trading.optimiser.model import (
     FloatArray,
     Plan,
@@ -42,6 +44,7 @@ from nattery_trading.optimiser.model import (
     RelaxationKind,
     WindowMode,
 )
+from nattery_trading.optimiser.reasons import Slacks, explain_plan, explain_relaxations
 
 # Penalties (pence per kWh of violation); far above any price so they bind only when nothing else works.
 # Order of what gives way first: a forced power (dispatch/manual window), then SOC floor/ceiling, then
@@ -302,6 +305,31 @@ def _add_exclusivity(m: _Model, inp: PlanInput, grid_slots: np.ndarray, batt_slo
         m.add_rows([D * t + batt_slots, y], [np.ones(1), dub], np.full(len(y), -_INF), dub)
 
 
+_PER_THREAD = threading.local()
+
+
+def _highs(mip: bool) -> highspy.Highs:
+    """A solver for one model. LPs reuse one instance per thread (cleared): creating one cost about
+    as much as a tenth of a fleet re-plan's solve (bench-trading); a MIP gets a fresh one."""
+    if not mip:
+        h: highspy.Highs | None = getattr(_PER_THREAD, "lp", None)
+        if h is not None:
+            h.clearModel()
+            return h
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if mip:
+        h.setOptionValue("mip_rel_gap", 1e-4)
+        h.setOptionValue("time_limit", MIP_TIME_LIMIT_S)
+    else:
+        # These LPs are small (12 columns a slot) and mostly tight already: presolve cost more than it
+        # saved (bench: about 30% of the LP's solve time at 72 slots, same optima).
+        h.setOptionValue("presolve", "off")
+        _PER_THREAD.lp = h
+    return h
+
+
 def _solve(m: _Model, mip: bool) -> tuple[str, FloatArray, float]:
     rows = np.concatenate(m.rows)
     cols = np.concatenate(m.cols)
@@ -315,12 +343,7 @@ def _solve(m: _Model, mip: bool) -> tuple[str, FloatArray, float]:
     integrality = (
         m.integrality if (mip and m.integrality is not None) else np.zeros(m.ncol, np.int32)
     )  # (an empty array is read as garbage by this highspy overload)
-    h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    if mip:
-        h.setOptionValue("mip_rel_gap", 1e-4)
-        h.setOptionValue("time_limit", MIP_TIME_LIMIT_S)
+    h = _highs(mip)
     h.passModel(
         m.ncol,
         m.nrow,
@@ -449,9 +472,15 @@ def solve(inp: PlanInput, *, explain: bool = True, exact: bool = False) -> Plan:
     plan.idle_self_consumption = ~m.held
     plan.bound_gap_p = max(obj - bound, 0.0)
     if explain:
-        from nattery_trading.optimiser.reasons import explain_plan, explain_relaxations
-
-        plan.relaxations = explain_relaxations(inp, plan, m.floor_kwh, m.ceil_kwh, m.forced, x)
+        slacks = Slacks(
+            soc_below_min_kwh=x[SLO * t : (SLO + 1) * t],
+            soc_above_max_kwh=x[SHI * t : (SHI + 1) * t],
+            import_over_limit_kw=x[GIX * t : (GIX + 1) * t],
+            export_over_limit_kw=x[GEX * t : (GEX + 1) * t],
+            forced_over_kw=x[FP * t : (FP + 1) * t],
+            forced_under_kw=x[FN * t : (FN + 1) * t],
+        )
+        plan.relaxations = explain_relaxations(inp, plan, m.floor_kwh, m.ceil_kwh, m.forced, slacks)
         plan.reasons = explain_plan(inp, plan)
         for j in plan.split_slots:
             plan.reasons[j] += "; SPLIT: imports and exports (or charges and discharges) in one slot"
@@ -493,25 +522,10 @@ def _to_plan(inp: PlanInput, m: _Model, x: FloatArray, obj: float, status: str, 
 
 def _fallback(inp: PlanInput, status: str) -> Plan:
     """A safe plan when the solver fails: battery idle, grid covers the site."""
-    t = inp.slots
-    zero = np.zeros(t)
-    net = np.asarray(inp.load_kw, dtype=np.float64) - np.asarray(inp.pv_kw, dtype=np.float64)
-    return Plan(
-        start=inp.start,
-        slot_minutes=inp.slot_minutes,
-        battery_power_kw=zero.copy(),
-        charge_kw=zero.copy(),
-        discharge_kw=zero.copy(),
-        grid_kw=net,
-        import_kw=np.maximum(net, 0),
-        export_kw=np.maximum(-net, 0),
-        curtailed_pv_kw=zero.copy(),
-        soc_pct=np.full(t, inp.initial_soc_pct),
-        objective_p=math.nan,
+    return idle_plan(
+        inp,
         status=f"fallback ({status})",
-        solve_ms=0.0,
-        used_mip=False,
-        reasons=[f"idle: solver answered {status}; holding as a safe fallback"] * t,
+        reason=f"idle: solver answered {status}; holding as a safe fallback",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -12,7 +13,10 @@ EPS = 1e-3
 
 
 def _hhmm(inp: PlanInput, i: int) -> str:
-    return inp.slot_start(i).strftime("%H:%M")
+    """The time of day slot ``i`` starts, in the zone of ``inp.start`` (arithmetic: strftime per held
+    slot was a tenth of the explanation's time)."""
+    minute = (inp.start.hour * 60 + inp.start.minute + inp.slot_minutes * i) % 1440
+    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def _bucket(pct: float) -> int:
@@ -46,11 +50,19 @@ def explain_plan(inp: PlanInput, plan: Plan) -> list[str]:
     relaxed = {r.slot: r for r in plan.relaxations}
     forced = _forced_slots(inp)
     out: list[str] = []
-    soc_before = np.concatenate([[inp.initial_soc_pct], plan.soc_pct[:-1]])
+    soc_before = np.concatenate([[inp.initial_soc_pct], plan.soc_pct[:-1]]).tolist()
+    # Python floats for the per-slot loop (numpy scalars cost a microsecond an operation: this runs for
+    # every slot of every plan of a fleet re-plan); the arrays stay for the whole-horizon comparisons.
+    pi_l, pe_l, load_l, pv_l = pi.tolist(), pe.tolist(), load.tolist(), pv.tolist()
+    charge, discharge = plan.charge_kw.tolist(), plan.discharge_kw.tolist()
+    imports, exports = plan.import_kw.tolist(), plan.export_kw.tolist()
+    curtailed = plan.curtailed_pv_kw.tolist()
+    best_after_l, best_after_at_l = best_after.tolist(), best_after_at.tolist()
+    peak = plan.peak_import_kw
     for i in range(t):
-        ch, dis = plan.charge_kw[i], plan.discharge_kw[i]
-        imp, exp_ = plan.import_kw[i], plan.export_kw[i]
-        surplus = max(pv[i] - load[i], 0.0)
+        ch, dis = charge[i], discharge[i]
+        imp, exp_ = imports[i], exports[i]
+        surplus = max(pv_l[i] - load_l[i], 0.0)
         if i in forced:
             f = forced[i]
             r = (
@@ -58,24 +70,24 @@ def explain_plan(inp: PlanInput, plan: Plan) -> list[str]:
                 f"at {abs(f[0]):.1f} kW as instructed"
             )
         elif ch > EPS:
-            if imp > EPS and pi[i] < 0:
-                r = f"charging: import price is negative ({pi[i]:.1f}p), paid to take energy"
+            if imp > EPS and pi_l[i] < 0:
+                r = f"charging: import price is negative ({pi_l[i]:.1f}p), paid to take energy"
             elif imp > EPS and ch > surplus + EPS:
-                pct = float((pi < pi[i]).mean() * 100.0)
-                r = f"charging: import {pi[i]:.1f}p is in the cheapest {_bucket(pct + 100.0 / t)}% of the horizon"
+                pct = float((pi < pi_l[i]).mean() * 100.0)
+                r = f"charging: import {pi_l[i]:.1f}p is in the cheapest {_bucket(pct + 100.0 / t)}% of the horizon"
             else:
-                r = f"charging from PV surplus {surplus:.1f} kW (export pays only {pe[i]:.1f}p)"
+                r = f"charging from PV surplus {surplus:.1f} kW (export pays only {pe_l[i]:.1f}p)"
         elif dis > EPS:
             if exp_ > EPS:
-                r = f"discharging to export at {pe[i]:.1f}p"
-            elif dc is not None and plan.peak_import_kw is not None and imp >= plan.peak_import_kw - EPS:
-                r = f"discharging to keep import at the {plan.peak_import_kw:.1f} kW peak (demand charge)"
+                r = f"discharging to export at {pe_l[i]:.1f}p"
+            elif dc is not None and peak is not None and imp >= peak - EPS:
+                r = f"discharging to keep import at the {peak:.1f} kW peak (demand charge)"
             else:
-                r = f"discharging to cover load at {pi[i]:.1f}p"
+                r = f"discharging to cover load at {pi_l[i]:.1f}p"
         else:
-            cost_in = pi[i] if surplus <= EPS else pe[i]
-            best = best_after[i]
-            if best_after_at[i] < 0:
+            cost_in = pi_l[i] if surplus <= EPS else pe_l[i]
+            best = best_after_l[i]
+            if best_after_at_l[i] < 0:
                 r = "holding: end of horizon"
             else:
                 spread = best - cost_in
@@ -83,17 +95,17 @@ def explain_plan(inp: PlanInput, plan: Plan) -> list[str]:
                 if spread * 1.0 < need + EPS and soc_before[i] <= floor_pct + 0.5:
                     r = f"holding: spread {spread:.1f}p below round-trip loss + degradation {need:.1f}p"
                 elif soc_before[i] >= b.soc_max_pct - 0.5:
-                    r = f"holding: battery full, keeping it for {_hhmm(inp, int(best_after_at[i]))} at {best:.1f}p"
+                    r = f"holding: battery full, keeping it for {_hhmm(inp, int(best_after_at_l[i]))} at {best:.1f}p"
                 elif soc_before[i] <= floor_pct + 0.5:
                     cheapest = int(i + np.argmin(pi[i:]))
                     r = f"holding: at minimum SOC, cheaper import at {_hhmm(inp, cheapest)} ({pi[cheapest]:.1f}p)"
                 else:
                     r = (
-                        f"holding: keeping {soc_before[i]:.0f}% for {_hhmm(inp, int(best_after_at[i]))} "
+                        f"holding: keeping {soc_before[i]:.0f}% for {_hhmm(inp, int(best_after_at_l[i]))} "
                         f"at {best:.1f}p"
                     )
-        if plan.curtailed_pv_kw[i] > EPS:
-            r += f"; curtailing {plan.curtailed_pv_kw[i]:.1f} kW PV (export {pe[i]:.1f}p)"
+        if curtailed[i] > EPS:
+            r += f"; curtailing {curtailed[i]:.1f} kW PV (export {pe_l[i]:.1f}p)"
         if i in relaxed:
             r += f"; RELAXED {relaxed[i].kind.value}: {relaxed[i].reason}"
         out.append(r)
@@ -117,65 +129,76 @@ def _forced_slots(inp: PlanInput) -> dict[int, tuple[float, bool]]:
     return out
 
 
-def explain_relaxations(
-    inp: PlanInput, plan: Plan, floor_kwh: float, ceil_kwh: float, forced: FloatArray, x: FloatArray
-) -> list[Relaxation]:
-    from nattery_trading.optimiser.lp import FN, FP, GEX, GIX, SHI, SLO
+@dataclass(frozen=True)
+class Slacks:
+    """The LP's penalised slack columns, one value per slot (what each relaxation explains)."""
 
-    t = inp.slots
+    soc_below_min_kwh: FloatArray
+    soc_above_max_kwh: FloatArray
+    import_over_limit_kw: FloatArray
+    export_over_limit_kw: FloatArray
+    forced_over_kw: FloatArray
+    forced_under_kw: FloatArray
+
+
+def explain_relaxations(
+    inp: PlanInput, plan: Plan, floor_kwh: float, ceil_kwh: float, forced: FloatArray, slacks: Slacks
+) -> list[Relaxation]:
     b, site = inp.battery, inp.site
     cap = b.capacity_kwh
     load = np.asarray(inp.load_kw)
     pv = np.asarray(inp.pv_kw)
-
-    def v(k: int) -> FloatArray:
-        return np.asarray(x[k * t : (k + 1) * t])
+    slo, shi = np.asarray(slacks.soc_below_min_kwh), np.asarray(slacks.soc_above_max_kwh)
+    gix, gex = np.asarray(slacks.import_over_limit_kw), np.asarray(slacks.export_over_limit_kw)
+    deviation = np.asarray(slacks.forced_over_kw) - np.asarray(slacks.forced_under_kw)
 
     out: list[Relaxation] = []
     floor_pct = floor_kwh / cap * 100
     floor_name = "reserve" if inp.strategy.reserve_soc_pct > b.soc_min_pct else "minimum"
-    for i in range(t):
-        if v(SLO)[i] > EPS:
+    # only the slots where some slack is used (almost never any): the loop below is per such slot
+    relaxed = (slo > EPS) | (shi > EPS) | (gix > EPS) | (gex > EPS) | (np.abs(deviation) > EPS)
+    for i in np.flatnonzero(relaxed).tolist():
+        if slo[i] > EPS:
             out.append(
                 Relaxation(
                     i,
                     RelaxationKind.SOC_BELOW_MIN,
-                    float(v(SLO)[i]),
+                    float(slo[i]),
                     f"SOC {plan.soc_pct[i]:.1f}% is below the {floor_name} {floor_pct:.0f}%: it started at "
                     f"{inp.initial_soc_pct:.1f}% and can charge at most {b.max_charge_kw:.1f} kW",
                 )
             )
-        if v(SHI)[i] > EPS:
+        if shi[i] > EPS:
             out.append(
                 Relaxation(
                     i,
                     RelaxationKind.SOC_ABOVE_MAX,
-                    float(v(SHI)[i]),
+                    float(shi[i]),
                     f"SOC {plan.soc_pct[i]:.1f}% is above the maximum {ceil_kwh / cap * 100:.0f}%: it started at "
                     f"{inp.initial_soc_pct:.1f}% and can discharge at most {b.max_discharge_kw:.1f} kW",
                 )
             )
-        if v(GIX)[i] > EPS:
+        if gix[i] > EPS:
             out.append(
                 Relaxation(
                     i,
                     RelaxationKind.IMPORT_LIMIT,
-                    float(v(GIX)[i]),
+                    float(gix[i]),
                     f"import {plan.import_kw[i]:.1f} kW exceeds the {site.import_limit_kw:.1f} kW limit: load "
                     f"{load[i]:.1f} kW is more than PV {pv[i]:.1f} kW + battery + limit can cover",
                 )
             )
-        if v(GEX)[i] > EPS:
+        if gex[i] > EPS:
             out.append(
                 Relaxation(
                     i,
                     RelaxationKind.EXPORT_LIMIT,
-                    float(v(GEX)[i]),
+                    float(gex[i]),
                     f"export {plan.export_kw[i]:.1f} kW exceeds the {site.export_limit_kw:.1f} kW limit "
                     f"(forced discharge {forced[i]:.1f} kW, PV {pv[i]:.1f} kW)",
                 )
             )
-        dev = float(v(FP)[i] - v(FN)[i])
+        dev = float(deviation[i])
         if abs(dev) > EPS:
             why = []
             if plan.soc_pct[i] <= floor_pct + 0.1 and forced[i] > 0:

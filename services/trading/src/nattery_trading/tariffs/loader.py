@@ -17,8 +17,8 @@ import typer
 
 from nattery_shared import db
 from nattery_trading.app import SCHEMA
-from nattery_trading.planning.repository import Repository
 from nattery_trading.settings import get_settings
+from nattery_trading.tariffs.repository import TariffRepository
 
 PRICE_COLUMNS = ("price_p_per_kwh", "price_p_per_kwh_inc_vat", "import_price_p_per_kwh")
 
@@ -59,7 +59,9 @@ def load_prices(
         pool = db.create_pool(settings.postgres, schema=SCHEMA, name="trading-load-prices")
         await db.open_pool(pool)
         try:
-            return await Repository(pool).upsert_prices(market, region, direction, points, datetime.now(UTC))
+            return await TariffRepository(pool).upsert_prices(
+                market, region, direction, points, datetime.now(UTC)
+            )
         finally:
             await pool.close()
 

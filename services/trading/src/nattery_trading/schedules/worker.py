@@ -1,6 +1,6 @@
 """``nattery-trading fleet-worker``: extra competing consumers of the service's re-plan queue.
 
-Each process is one consumer of ``trading.site_plans`` (``fleet/site_plans.py``) exactly as a service
+Each process is one consumer of ``trading.site_plans`` (``queue.py``) exactly as a service
 replica's own worker is: it plans a site, stores the schedule and publishes ``schedule.published``. Adding
 processes (or hosts) scales re-planning out; ``bench/trading.py`` measures the fleet re-plan through the
 service and these processes.
@@ -21,7 +21,7 @@ async def site_plan_worker(worker_name: str | None = None, stop: asyncio.Event |
     from nattery_shared.logging import configure_logging
     from nattery_shared.rabbit import EventBus
     from nattery_trading.app import SCHEMA, build_planning
-    from nattery_trading.fleet.site_plans import SitePlanQueue
+    from nattery_trading.schedules.queue import SitePlanQueue
     from nattery_trading.settings import get_settings
 
     settings = get_settings()

@@ -1,14 +1,15 @@
 """The service's re-plans as jobs on a RabbitMQ work queue with competing consumers.
 
 Whatever makes a site's plan stale (prices, forecasts, dispatches, drift from plan, a strategy change,
-an e-stop release, the periodic refresh) enqueues one ``PlanJob`` per affected site on the durable
+an e-stop release, the periodic refresh) enqueues ``PlanJob``s for the affected sites (up to
+``JOB_MAX_SITES`` sites a job) on the durable
 quorum queue ``trading.site_plans`` (explicit delivery limit, dead-lettered to ``nattery.dlx`` →
 ``trading.site_plans.dlq``). Every service replica runs one consumer on it and ``nattery-trading
-fleet-worker`` processes add more; each job is taken by one of them, which plans the site, stores the
-schedule and publishes ``schedule.published``. A job is acked only after that (or after it is found
+fleet-worker`` processes add more; each job is taken by one of them, which plans its sites, stores the
+schedules and publishes ``schedule.published`` (through the outbox). A job is acked only after that (or after it is found
 already done), so a crashed worker's job is redelivered.
 
-A job's ``job_key`` is derived from the site and the version of the input that made it (the triggering
+Each site's ``job_key`` is derived from the site and the version of the input that made it (the triggering
 event's id, the dispatch id, the schedule version a periodic refresh replaces, ...): a redelivered or
 re-enqueued job carries the same key and publishes nothing new (see ``PlanningService.run_job``).
 """
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 SITE_PLANS_QUEUE = "trading.site_plans"
 ENQUEUE_IN_FLIGHT = 500
 DLX = "nattery.dlx"
+# A job plans at most this many sites (one lock transaction and one query per kind of row for all of
+# them); below JOB_MIN_SPREAD * JOB_MAX_SITES sites a trigger is cut into JOB_MIN_SPREAD jobs.
+JOB_MAX_SITES = 50
+JOB_MIN_SPREAD = 16
 JOB_NAMESPACE = uuid.UUID("0b6a4f0e-5d7c-4b53-9a3e-6c1f2d8e4a90")
 
 
@@ -48,21 +53,39 @@ def job_key(site_id: uuid.UUID, input_version: str) -> uuid.UUID:
 
 @dataclass(frozen=True)
 class PlanJob:
-    site_id: uuid.UUID
+    """Plan these sites for one input version: one message on ``trading.site_plans``.
+
+    A fleet-wide trigger (a price update) is cut into jobs of up to ``JOB_MAX_SITES`` sites: a worker
+    then reads, stores and announces many sites with one query each instead of one per site. Each site
+    keeps its own job key (the idempotency key stored in ``plan_jobs``)."""
+
+    sites: tuple[tuple[uuid.UUID, uuid.UUID], ...]  # (site_id, job_key)
     trigger: str
-    key: uuid.UUID
     requested_at: datetime
 
     @classmethod
     def make(cls, site_id: uuid.UUID, trigger: str, input_version: str) -> PlanJob:
-        return cls(site_id, trigger, job_key(site_id, input_version), datetime.now(UTC))
+        return cls(((site_id, job_key(site_id, input_version)),), trigger, datetime.now(UTC))
+
+    @property
+    def site_id(self) -> uuid.UUID:
+        """The site of a one-site job (the first site of a larger one)."""
+        return self.sites[0][0]
+
+    @property
+    def key(self) -> uuid.UUID:
+        """The job key of a one-site job (the first site's of a larger one)."""
+        return self.sites[0][1]
+
+    @property
+    def site_ids(self) -> list[uuid.UUID]:
+        return [s for s, _ in self.sites]
 
     def encode(self) -> bytes:
         return json.dumps(
             {
-                "site_id": str(self.site_id),
+                "sites": [[str(s), str(k)] for s, k in self.sites],
                 "trigger": self.trigger,
-                "job_key": str(self.key),
                 "requested_at": self.requested_at.isoformat(),
             },
             separators=(",", ":"),
@@ -71,12 +94,31 @@ class PlanJob:
     @classmethod
     def decode(cls, body: bytes) -> PlanJob:
         d = json.loads(body)
-        return cls(
-            uuid.UUID(d["site_id"]),
-            str(d["trigger"]),
-            uuid.UUID(d["job_key"]),
-            datetime.fromisoformat(d["requested_at"]),
-        )
+        if "sites" in d:
+            sites = tuple((uuid.UUID(s), uuid.UUID(k)) for s, k in d["sites"])
+        else:  # a one-site job enqueued before jobs carried several sites
+            sites = ((uuid.UUID(d["site_id"]), uuid.UUID(d["job_key"])),)
+        if not sites:
+            raise ValueError("a plan job without sites")
+        return cls(sites, str(d["trigger"]), datetime.fromisoformat(d["requested_at"]))
+
+
+def plan_jobs(
+    sites: Sequence[tuple[uuid.UUID, uuid.UUID]],
+    trigger: str,
+    *,
+    max_sites: int = JOB_MAX_SITES,
+    min_jobs: int = JOB_MIN_SPREAD,
+) -> list[PlanJob]:
+    """One trigger's (site, job key) pairs cut into jobs: at most ``max_sites`` a job, and a few sites
+    spread over at least ``min_jobs`` jobs (so that a handful of sites still reach every competing
+    worker at once)."""
+    n = len(sites)
+    if n == 0:
+        return []
+    size = max(1, min(max_sites, -(-n // min_jobs)))
+    now = datetime.now(UTC)
+    return [PlanJob(tuple(sites[i : i + size]), trigger, now) for i in range(0, n, size)]
 
 
 JobHandler = Callable[[PlanJob], Awaitable[None]]
@@ -213,7 +255,7 @@ class SitePlanQueue:
             raise
         except Exception:
             # requeued; the quorum queue dead-letters it past x-delivery-limit
-            log.exception("plan job %s for site %s failed", job.key, job.site_id)
+            log.exception("plan job %s (%d sites from %s) failed", job.key, len(job.sites), job.site_id)
             await message.nack(requeue=True)
         else:
             await message.ack()
