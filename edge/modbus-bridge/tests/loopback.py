@@ -199,12 +199,11 @@ async def site(
         DeyeStrategy(RMAP, nominal_voltage_v=settings.nominal_battery_voltage_v),
         metrics,
         link_down_for=lambda: holder["site"].link_down_for(),
-        wake_outbox=lambda: None,
         request_refresh=lambda: None,
         clock=clock.now,
         monotonic=clock.mono,
     )
-    poller = Poller(settings, RMAP, bus, store, metrics, ctrl, lambda: None)
+    poller = Poller(settings, RMAP, bus, ctrl.readings, ctrl.publisher, metrics)
     s = Site(settings, clock, device, slave, ctrl, poller, store, metrics)
     holder["site"] = s
     worker = asyncio.create_task(bus.run())

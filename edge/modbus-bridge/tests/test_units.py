@@ -1,4 +1,5 @@
-"""Unit tests without I/O: outbox budget, seq, envelope, Deye strategy, read-compare-write."""
+"""Unit tests without I/O: outbox budget, seq, envelope, Deye strategy, read-compare-write, units and
+Home Assistant classes from the register map."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 
 from nattery_bridge import envelope
 from nattery_bridge.control import DeyeStrategy, apply_plan
+from nattery_bridge.discovery import display_name, ha_classes
 from nattery_bridge.envelope import Live, Target
 from nattery_bridge.store import Store
-from nattery_contracts.modbus.registers import load_profile
+from nattery_contracts.modbus.registers import available_profiles, load_profile
 from nattery_contracts.mqtt import BatteryMode, SafetyLimits
 
 LIMITS = SafetyLimits(
@@ -124,3 +126,30 @@ def test_deye_plans_respect_limits() -> None:
     assert safe["max_sell_power_w"] == 1000 and safe["tou_enabled"] == 0 and safe["grid_charge_enabled"] == 0
     estop = s.emergency_stop_plan(LIMITS)
     assert estop["inverter_enabled"] == 0 and estop["battery_max_discharge_current_a"] == 0
+
+
+# Names carry their unit as a suffix (ARCHITECTURE §3); the map says the same in ``unit:``.
+NAME_SUFFIX_UNITS = {"_kwh": "kWh", "_pct": "%", "_hz": "Hz", "_w": "W", "_v": "V", "_a": "A", "_c": "°C"}
+
+
+def test_every_point_named_with_a_unit_carries_it_in_the_map() -> None:
+    checked = 0
+    for profile in available_profiles():
+        for p in load_profile(profile).points:
+            unit = next((u for suffix, u in NAME_SUFFIX_UNITS.items() if p.name.endswith(suffix)), None)
+            if unit is not None:
+                assert p.unit == unit, f"{profile}: {p.name} has unit {p.unit!r}"
+                checked += 1
+    assert checked > 50
+
+
+def test_home_assistant_classes_come_from_the_map_units() -> None:
+    rmap = load_profile("deye-sunsynk-1ph")
+    assert ha_classes(rmap["battery_soc_pct"]) == ("battery", "%", "measurement")  # the map's device_class
+    assert ha_classes(rmap["battery_charge_energy_total_kwh"]) == ("energy", "kWh", "total_increasing")
+    assert ha_classes(rmap["battery_temperature_c"]) == ("temperature", "°C", "measurement")
+    assert ha_classes(rmap["inverter_state"]) is None  # no unit: no sensor
+    assert ha_classes(load_profile("flow-transmitter")["flow_rate_m3_per_h"]) is None  # unit HA lacks here
+    # the name without its unit suffix (the casing is what Home Assistant has always been sent)
+    assert display_name(rmap["battery_soc_pct"]).lower() == "battery soc"
+    assert display_name(rmap["pv_energy_total_kwh"]).lower() == "pv energy total"

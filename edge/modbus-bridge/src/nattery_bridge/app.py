@@ -12,16 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from nattery_contracts.modbus.registers import load_profile
-from nattery_contracts.mqtt import DeviceStatus
+from nattery_contracts.mqtt import DeviceStatus, EventSeverity
 
 from .bus import Bus
 from .control import DeyeStrategy
 from .controller import Controller
+from .discovery import discovery_messages
 from .metrics import Metrics
 from .mqtt_link import MqttLink
-from .rtu import RtuMaster, Timing, bits_per_char
+from .rtu import ModbusError, PortUnavailable, RtuMaster, Timing, bits_per_char
 from .settings import BridgeSettings
 from .store import Store
 from .telemetry import Poller
@@ -59,6 +61,40 @@ class Watchdog:
                 os._exit(WATCHDOG_EXIT_CODE)
 
 
+PORT_UNAVAILABLE = PortUnavailable.kind
+
+
+class PortCountingMaster(RtuMaster):
+    """The serial master as the bus uses it, counting every transaction the missing port refused.
+
+    The master's observer hears only of transactions that reached the wire: a USB adapter pulled between
+    two transactions, and every failed reopen after it, never did, so an unplug often went uncounted.
+    Counted here instead, once per refused transaction, whichever path refused it.
+    """
+
+    def __init__(self, *args: Any, on_port_unavailable: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_port_unavailable = on_port_unavailable
+
+    async def read_holding(self, address: int, count: int, kind: str = "poll") -> list[int]:
+        try:
+            return await super().read_holding(address, count, kind)
+        except ModbusError as e:
+            self._refused(e)
+            raise
+
+    async def write_registers(self, address: int, values: list[int], kind: str = "write") -> None:
+        try:
+            await super().write_registers(address, values, kind)
+        except ModbusError as e:
+            self._refused(e)
+            raise
+
+    def _refused(self, e: ModbusError) -> None:
+        if e.kind == PORT_UNAVAILABLE:
+            self._on_port_unavailable()
+
+
 class Bridge:
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
@@ -77,7 +113,7 @@ class Bridge:
             pacing_memory_s=s.serial.pacing_memory_s,
             chunk_gap_s=s.serial.chunk_gap_ms / 1000,
         )
-        self.master = RtuMaster(
+        self.master = PortCountingMaster(
             s.serial.port,
             s.serial.unit,
             timing,
@@ -87,6 +123,7 @@ class Bridge:
             retries=s.serial.retries,
             reopen_interval_s=s.serial.reopen_interval_s,
             observer=self._observe,
+            on_port_unavailable=self.metrics.errors.labels(PORT_UNAVAILABLE).inc,
         )
         self.bus = Bus(
             self.master,
@@ -105,14 +142,13 @@ class Bridge:
             self.strategy,
             self.metrics,
             link_down_for=self._link_down_for,
-            wake_outbox=self._wake_outbox,
             request_refresh=self._refresh,
         )
-        self.poller = Poller(
-            s, self.rmap, self.bus, self.store, self.metrics, self.controller, self._wake_outbox
-        )
+        self.publisher = self.controller.publisher
+        self.poller = Poller(s, self.rmap, self.bus, self.controller.readings, self.publisher, self.metrics)
+        discovery = discovery_messages(s, self.rmap, self.poller.value_names) if s.discovery.enabled else []
         self.link = MqttLink(
-            s, self.store, self.metrics, self.rmap, self.controller.handle_command, self.poller.value_names
+            s, self.controller.outbox, self.metrics, self.controller.handle_command, discovery
         )
         self.watchdog = Watchdog(lambda: self.bus.heartbeat, s.watchdog_timeout_s)
 
@@ -125,19 +161,13 @@ class Bridge:
             self.metrics.pacing_backoffs.inc(pacer.backoffs - self._backoffs_seen)
             self._backoffs_seen = pacer.backoffs
         self.metrics.transaction_latency.labels(kind).observe(end - start)
-        if err:
+        if err and err != PORT_UNAVAILABLE:  # counted by PortCountingMaster, which sees every one
             self.metrics.errors.labels(err).inc()
 
     def _link_down_for(self) -> float:
         assert self.link is not None
         since = self.link.disconnected_since
         return 0.0 if since is None else time.monotonic() - since
-
-    def _wake_outbox(self) -> None:
-        if self.link is not None:
-            self.link.outbox_wake.set()
-        self.metrics.outbox_rows.set(self.store.outbox_rows)
-        self.metrics.outbox_bytes.set(self.store.outbox_bytes)
 
     def _refresh(self) -> None:
         self.poller.refresh()
@@ -148,9 +178,7 @@ class Bridge:
         task = asyncio.get_running_loop().create_task(self.link.set_status(status))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
-        from nattery_contracts.mqtt import EventSeverity
-
-        self.controller.publish_event(
+        self.publisher.event(
             "device.online" if online else "device.stale",
             EventSeverity.INFO if online else EventSeverity.WARNING,
             "inverter answers again" if online else "inverter not answering; polls back off",

@@ -5,6 +5,9 @@ never again (the block holding it stopped answering, the port is gone) must not 
 charge or a discharge: each reading carries the monotonic time of the poll that produced it, and a
 reading older than ``max_age_s`` (or never read) counts as missing. Missing readings refuse every moving
 mode (charge, discharge) until fresh ones arrive.
+
+The poller only updates this object; whoever must react to a new reading at once (the temperature
+guard) subscribes to it.
 """
 
 from __future__ import annotations
@@ -36,12 +39,21 @@ class Readings:
         self.max_age_s = max_age_s
         self.clock = clock
         self._values: dict[str, Reading] = {}
+        self._subscribers: list[Callable[[Mapping[str, float]], None]] = []
+
+    def subscribe(self, fn: Callable[[Mapping[str, float]], None]) -> None:
+        """Call ``fn`` with the values after every update."""
+        self._subscribers.append(fn)
 
     def update(self, values: Mapping[str, float], at: float | None = None) -> None:
+        """A poll's decoded values; a block that failed leaves its values out, so they age instead of
+        being repeated."""
         t = self.clock() if at is None else at
         for name in (*REQUIRED, *OPTIONAL):
             if name in values:
                 self._values[name] = Reading(float(values[name]), t)
+        for fn in self._subscribers:
+            fn(values)
 
     def get(self, name: str) -> Reading | None:
         return self._values.get(name)

@@ -1,4 +1,5 @@
-"""The MQTT link: presence (retained state + last will), command subscription, outbox drain, HA discovery.
+"""The MQTT link: presence (retained state + last will), command subscription, outbox drain, and sending
+the Home Assistant discovery configs (built by ``discovery.py``).
 
 aiomqtt 2.x has no disk persistence and no auto-reconnect (platform.md §5): the loop below reconnects
 with back-off, and everything that must survive an outage goes through the SQLite outbox; a row is
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -20,12 +20,11 @@ from typing import Any
 import aiomqtt
 
 from nattery_contracts.aio import wait_event, within
-from nattery_contracts.modbus.registers import RegisterMap
 from nattery_contracts.mqtt import DeviceStatus, State, TopicSuffix, topic
 
 from .metrics import Metrics
+from .outbox import Outbox
 from .settings import BridgeSettings
-from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,97 +35,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# name suffix -> (device_class, unit, state_class)
-_HA_CLASSES: list[tuple[str, tuple[str | None, str, str]]] = [
-    ("_soc_pct", ("battery", "%", "measurement")),
-    ("_pct", (None, "%", "measurement")),
-    ("_kwh", ("energy", "kWh", "total_increasing")),
-    ("_w", ("power", "W", "measurement")),
-    ("_v", ("voltage", "V", "measurement")),
-    ("_a", ("current", "A", "measurement")),
-    ("_hz", ("frequency", "Hz", "measurement")),
-    ("_c", ("temperature", "°C", "measurement")),
-]
-
-
-def ha_classes(name: str) -> tuple[str | None, str, str] | None:
-    for suffix, classes in _HA_CLASSES:
-        if name.endswith(suffix):
-            return classes
-    return None
-
-
-_UNIT_SUFFIXES = ("_pct", "_kwh", "_w", "_v", "_a", "_hz", "_c")
-
-
-def _pretty(name: str) -> str:
-    for suffix in _UNIT_SUFFIXES:
-        if name.endswith(suffix):
-            name = name.removesuffix(suffix)
-            break
-    return name.replace("_", " ").replace("soc", "SoC").replace("pv", "PV").capitalize()
-
-
-def discovery_messages(settings: BridgeSettings, names: list[str]) -> list[tuple[str, bytes]]:
-    """Retained Home Assistant discovery configs for the telemetry values (platform.md §9)."""
-    site, device = settings.site, settings.device
-    node = f"nattery_{site}_{device}".replace("-", "_")
-    state_t = topic(site, device, TopicSuffix.TELEMETRY)
-    avty_t = topic(site, device, TopicSuffix.STATE)
-    dev = {
-        "ids": [node],
-        "name": f"Nattery {site} {device}",
-        "mf": "Nattery",
-        "mdl": settings.profile,
-        "sw": settings.firmware,
-    }
-    out: list[tuple[str, bytes]] = []
-    for name in names:
-        classes = ha_classes(name)
-        if classes is None:
-            continue
-        device_class, unit, state_class = classes
-        cfg: dict[str, Any] = {
-            "name": _pretty(name),
-            "uniq_id": f"{node}_{name}",
-            "stat_t": state_t,
-            # telemetry arrives in groups; keep the last value when a message lacks this one
-            "val_tpl": f"{{{{ value_json['values'].get('{name}', this.state) }}}}",
-            "unit_of_meas": unit,
-            "stat_cla": state_class,
-            "avty_t": avty_t,
-            "avty_tpl": "{{ 'offline' if value_json.status == 'offline' else 'online' }}",
-            "dev": dev,
-        }
-        if device_class:
-            cfg["dev_cla"] = device_class
-        # node_id = the site slug: the broker ACL grants a site `homeassistant/+/{slug}/#` only.
-        object_id = f"{device}_{name}".replace("-", "_")
-        out.append(
-            (f"{settings.discovery.prefix}/sensor/{site}/{object_id}/config", json.dumps(cfg).encode())
-        )
-    return out
-
-
 class MqttLink:
     def __init__(
         self,
         settings: BridgeSettings,
-        store: Store,
+        outbox: Outbox,
         metrics: Metrics,
-        rmap: RegisterMap,
         on_command: CommandHandler,
-        telemetry_names: list[str],
+        discovery: list[tuple[str, bytes]],
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.outbox = outbox
         self.metrics = metrics
-        self.rmap = rmap
         self.on_command = on_command
-        self.telemetry_names = telemetry_names
+        self.discovery = discovery  # (topic, payload), retained
         self.connected = False
         self.disconnected_since: float | None = time.monotonic()  # not connected yet at start
-        self.outbox_wake = asyncio.Event()
         self.status = DeviceStatus.ONLINE
         self._client: aiomqtt.Client | None = None
         s = settings
@@ -155,7 +79,7 @@ class MqttLink:
     async def publish_discovery(self, client: aiomqtt.Client) -> None:
         if not self.settings.discovery.enabled:
             return
-        for t, payload in discovery_messages(self.settings, self.telemetry_names):
+        for t, payload in self.discovery:
             await client.publish(t, payload, qos=1, retain=True)
 
     # ------------------------------------------------------------ main loop
@@ -247,13 +171,12 @@ class MqttLink:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         window = self.settings.mqtt.publish_window
+        outbox = self.outbox
         while True:
-            rows = self.store.peek(window)
-            self.metrics.outbox_rows.set(self.store.outbox_rows)
-            self.metrics.outbox_bytes.set(self.store.outbox_bytes)
+            rows = outbox.peek(window)
             if not rows:
-                self.outbox_wake.clear()
-                await wait_event(self.outbox_wake, 1.0)
+                outbox.wake.clear()
+                await wait_event(outbox.wake, 1.0)
                 continue
             # Publishes are issued in row order (paho keeps that order on the wire); each returns
             # after its PUBACK. Only acknowledged rows are deleted.
@@ -261,11 +184,7 @@ class MqttLink:
                 *(client.publish(r.topic, r.payload, qos=1, retain=r.retain) for r in rows),
                 return_exceptions=True,
             )
-            done = [r.id for r, res in zip(rows, results, strict=True) if res is None]
-            self.store.remove(done)
-            for r, res in zip(rows, results, strict=True):
-                if res is None:
-                    self.metrics.published.labels(r.kind).inc()
+            outbox.acknowledged([r for r, res in zip(rows, results, strict=True) if res is None])
             errors = [res for res in results if isinstance(res, BaseException)]
             if errors:
                 err = errors[0]

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from nattery_contracts.aio import wait_event
 from nattery_contracts.modbus.registers import (
@@ -18,14 +17,14 @@ from nattery_contracts.modbus.registers import (
     decode_faults,
     group_blocks,
 )
-from nattery_contracts.mqtt import EventSeverity, Telemetry, TopicSuffix, topic
+from nattery_contracts.mqtt import EventSeverity, Telemetry
 
 from .bus import Bus, Priority
-from .controller import Controller
+from .freshness import Readings
 from .metrics import Metrics
+from .publisher import Publisher
 from .rtu import ModbusError, RtuMaster
 from .settings import BridgeSettings
-from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,31 +35,31 @@ def telemetry_blocks(rmap: RegisterMap, group: Group, max_registers: int, max_ga
 
 
 class Poller:
+    """Polls the telemetry blocks, updates the envelope's readings and publishes what it read.
+
+    It knows nothing of the control side: whoever needs a reading at once subscribes to ``readings``.
+    """
+
     def __init__(
         self,
         settings: BridgeSettings,
         rmap: RegisterMap,
         bus: Bus,
-        store: Store,
+        readings: Readings,
+        publisher: Publisher,
         metrics: Metrics,
-        controller: Controller,
-        wake_outbox: Callable[[], None],
     ) -> None:
         self.settings = settings
         self.rmap = rmap
         self.bus = bus
-        self.store = store
+        self.readings = readings
+        self.publisher = publisher
         self.metrics = metrics
-        self.controller = controller
-        self.wake_outbox = wake_outbox
         s = settings.serial
         self.fast = telemetry_blocks(rmap, Group.FAST, s.max_read_registers, s.max_gap_registers)
         self.slow = telemetry_blocks(rmap, Group.SLOW, s.max_read_registers, s.max_gap_registers)
-        self.topic = topic(settings.site, settings.device, TopicSuffix.TELEMETRY)
         self._refresh = {"fast": asyncio.Event(), "slow": asyncio.Event()}
         self._faults: set[str] | None = None
-        self._last_drop_event = 0.0
-        self._dropped_since_event = 0
         self.samples = 0
 
     @property
@@ -100,59 +99,33 @@ class Poller:
         values = decode(self.rmap, 0, regs)
         if not values:
             return None
-        self._update_live(values)
-        self._check_faults(regs)
-        seq = self.store.next_seq()
-        t = Telemetry(ts=datetime.now(UTC), seq=seq, values=values)
-        dropped = self.store.enqueue_telemetry(self.topic, seq, t.model_dump_json().encode())
-        if dropped:
-            self._on_dropped(dropped.rows, dropped.bytes)
-        self.samples += 1
-        self.wake_outbox()
-        return t
-
-    def _update_live(self, v: dict[str, float]) -> None:
         # each reading carries the time of this poll; a block that failed leaves its values out, so
         # they age (freshness.py) instead of being repeated
-        self.controller.observe_readings(v)
+        self.readings.update(values)
+        self._check_faults(regs)
+        t = self.publisher.telemetry(values)
+        self.samples += 1
+        return t
 
     def _check_faults(self, regs: dict[int, int]) -> None:
         faults = decode_faults(self.rmap, 0, regs)
         if not faults:
             return
         active = {code for codes in faults.values() for code in codes}
+        event = self.publisher.event
         if self._faults is not None:
             for code in sorted(active - self._faults):
-                self.controller.publish_event(
-                    code, EventSeverity.CRITICAL, f"inverter fault {code} raised", state="raised"
-                )
+                event(code, EventSeverity.CRITICAL, f"inverter fault {code} raised", state="raised")
             for code in sorted(self._faults - active):
-                self.controller.publish_event(
-                    code, EventSeverity.INFO, f"inverter fault {code} cleared", state="cleared"
-                )
+                event(code, EventSeverity.INFO, f"inverter fault {code} cleared", state="cleared")
         elif active:
-            self.controller.publish_event(
+            event(
                 "faults.active",
                 EventSeverity.CRITICAL,
                 "inverter faults active at start-up",
                 codes=sorted(active),
             )
         self._faults = active
-
-    def _on_dropped(self, rows: int, nbytes: int) -> None:
-        self.metrics.outbox_dropped.inc(rows)
-        self._dropped_since_event += rows
-        now = time.monotonic()
-        if now - self._last_drop_event >= 60.0:
-            self.controller.publish_event(
-                "outbox.dropped",
-                EventSeverity.WARNING,
-                f"outbox over its disk budget: dropped {self._dropped_since_event} oldest telemetry rows",
-                rows=self._dropped_since_event,
-                budget_bytes=self.store.budget_bytes,
-            )
-            self._dropped_since_event = 0
-            self._last_drop_event = now
 
     async def run_group(self, name: str, blocks: list[Block], interval_s: float) -> None:
         ev = self._refresh[name]

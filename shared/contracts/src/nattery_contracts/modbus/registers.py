@@ -83,6 +83,8 @@ class Point:
     codes: Mapping[int, str] = field(default_factory=dict, compare=False)  # bitfield: bit -> code
     sum_of: tuple[str, ...] = ()
     description: str = ""
+    unit: str = ""  # of the scaled value ("W", "kWh", "%", "°C"...); "" = none (counts, enums, flags)
+    device_class: str = ""  # what it measures, where the unit does not say (a SOC in % is "battery")
 
     @property
     def signed(self) -> bool:
@@ -266,6 +268,8 @@ def _parse_point(raw: Mapping[str, Any], default_wo: WordOrder, shift: int, n: i
         codes={int(k): str(v) for k, v in (raw.get("codes") or {}).items()},
         sum_of=tuple(str(s) for s in raw.get("sum_of", ())),
         description=str(raw.get("description", "")).strip(),
+        unit=str(raw.get("unit", "")),
+        device_class=str(raw.get("device_class", "")),
     )
 
 
