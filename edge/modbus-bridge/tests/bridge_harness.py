@@ -28,6 +28,9 @@ MQTT_HOST = os.environ.get("NATTERY_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("NATTERY_TEST_MQTT_PORT", "1884"))
 SERVICE_USER = os.environ.get("NATTERY_TEST_MQTT_SERVICE_USER", "device-service")
 SERVICE_PASSWORD = os.environ.get("NATTERY_TEST_MQTT_SERVICE_PASSWORD", "nattery-dev")
+# The broker's directory (password file, pid file): the project's by default, another one when a
+# clone or a private broker serves the tests.
+MOSQUITTO_DIR = Path(os.environ.get("NATTERY_TEST_MOSQUITTO_DIR", str(REPO / "var" / "mosquitto")))
 SITE = "bridge-test"
 SITE_PASSWORD = "bridge-test-pw"
 # Night in January, no PV: the battery does exactly what the controls say.
@@ -47,16 +50,39 @@ def broker_reachable() -> bool:
 
 
 def ensure_site_user(slug: str = SITE, password: str = SITE_PASSWORD) -> None:
-    """Add the test site's MQTT user to the project broker's password file and reload it."""
-    passwd = REPO / "var" / "mosquitto" / "passwd"
-    pidfile = REPO / "var" / "mosquitto" / "mosquitto.pid"
+    """Add the test site's MQTT user to the project broker's password file, reload it, and wait until
+    the broker accepts the login."""
+    passwd = MOSQUITTO_DIR / "passwd"
+    pidfile = MOSQUITTO_DIR / "mosquitto.pid"
     if not passwd.exists():
         raise RuntimeError("var/mosquitto/passwd missing: run `bash infrastructure/local/setup.sh` first")
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), slug, password], check=True)
-    if pidfile.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGHUP)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 15
+    # Already loaded (an earlier session added it): no reload, which every other client of the shared broker
+    # would feel. Otherwise reload until the login is accepted; Mosquitto 2.0 loses a SIGHUP that arrives
+    # while it is reloading, so one is sent per attempt.
+    while not asyncio.run(_login_accepted(slug, password)):
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text().strip()), signal.SIGHUP)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker still refuses {slug!r} after its password file was reloaded")
+        time.sleep(0.2)  # poll interval of this wait, not a guess at how long the reload takes
+
+
+async def _login_accepted(slug: str, password: str) -> bool:
+    try:
+        async with aiomqtt.Client(
+            MQTT_HOST,
+            MQTT_PORT,
+            username=slug,
+            password=password,
+            identifier=f"{slug}.probe-{uuid.uuid4().hex[:8]}",  # the site guard admits <slug>.<name>
+            timeout=2,
+        ):
+            return True
+    except aiomqtt.MqttError:
+        return False
 
 
 def iso(dt: datetime) -> str:
@@ -103,6 +129,13 @@ class BridgeProcess:
                     name, _, value = line.rpartition(" ")
                     out[name] = float(value)
         return out
+
+    def metric(self, name: str) -> float | None:
+        """One metric, or None while the process has no metrics endpoint yet (just started)."""
+        try:
+            return self.metrics().get(name)
+        except OSError:
+            return None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -144,6 +144,26 @@ async def test_stale_or_missing_readings_refuse_moving_modes(tmp_path: Path) -> 
         assert s.device.battery_power_w < -1500
 
 
+# ---------------------------------------------------------------- link grace
+
+
+async def test_a_lost_link_keeps_the_control_for_the_grace_then_the_safe_program(tmp_path: Path) -> None:
+    """The grace's length on the fake clock (the end-to-end test checks the order of events only)."""
+    async with site(tmp_path, period_s=1.0, link_grace_s=10.0, readings_max_age_s=60.0) as s:
+        await s.period()
+        ack = await last_ack(s, command(s.clock, "set_power", {"battery_power_w": -2000}))
+        assert ack["status"] == "done"
+        s.link_down_since = s.clock.mono()
+        for _ in range(10):  # 10 s down: not more than the grace
+            await s.period()
+            assert s.device.battery_power_w < -1500
+        assert not s.events("failsafe.activated")
+        await s.period()  # 11 s: past the grace
+        assert s.events("failsafe.activated")[-1]["details"]["reason"] == "link_lost"
+        assert s.controller.active is None
+        assert s.device.battery_power_w > 0  # the safe program serves the house
+
+
 # ---------------------------------------------------------------- lifetime
 
 
