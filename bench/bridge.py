@@ -50,7 +50,7 @@ from nattery_bridge.envelope import Live, Target
 from nattery_bridge.settings import BridgeSettings
 from nattery_bridge.telemetry import telemetry_blocks
 from nattery_contracts.modbus.registers import Group, group_blocks, load_profile
-from nattery_contracts.modbus.rtu import frame_time_s, read_response_size, t35_s
+from nattery_contracts.modbus.timing import frame_time_s, read_response_size, t35_s
 from nattery_contracts.mqtt import BatteryMode
 from nattery_sim.testing import PtyPair, SimProcess
 

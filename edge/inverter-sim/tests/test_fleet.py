@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from nattery_contracts.modbus import build_read_request
-from nattery_sim.testing import RtuMaster, SimProcess
+from nattery_sim.testing import RtuMaster, SimProcess, control, read_request, wait_for
 
 Start = Callable[..., tuple[SimProcess, RtuMaster]]
 
@@ -21,12 +20,17 @@ def test_fleet_starts_sims_and_stops_on_sigterm(tmp_path: Path) -> None:
          "--prefix", "ft", "--sim-arg=--time-factor=0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+    def serving(slug: str) -> Any:
+        assert proc.poll() is None, "the fleet runner exited"
+        try:  # the control socket answers once the simulator serves its port
+            return control(root / slug / "ctl", {"cmd": "status"})["ok"]
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 20
-        while not all((root / s / "ctl").exists() for s in ("ft-001", "ft-002")):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
-        time.sleep(0.3)
+        for slug in ("ft-001", "ft-002"):
+            wait_for(lambda: serving(slug), 20, f"simulator {slug}")  # noqa: B023 (called at once)
         for slug in ("ft-001", "ft-002"):
             m = RtuMaster(root / slug / "ttyBridge")
             try:
@@ -43,8 +47,9 @@ def test_fleet_starts_sims_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_cli_fault_flags(start_sim: Start) -> None:
     sim, m = start_sim(["--time-factor", "0", "--no-reply-next", "1", "--chunked"])
     assert sim.status()["faults"]["chunked"] is True
-    assert m.request(build_read_request(1, 0, 60), timeout=0.4) is None
-    raw = m.transact(build_read_request(1, 0, 60))
+    assert m.request(read_request(1, 0, 60), timeout=0.4) is None
+    assert sim.status()["stats"]["dropped"] == 1
+    raw = m.transact(read_request(1, 0, 60))
     assert raw is not None and len(raw) == 125 and len(m.last_chunks) >= 2
     assert m.last_elapsed >= 7 * 0.016 + 0.1  # 7 gaps of 16 ms + > 100 ms wire time
 

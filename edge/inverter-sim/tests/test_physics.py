@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse
+from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, WriteMultipleRegistersRequest
 
-from nattery_contracts.modbus import ExceptionCode, encode, load_profile
+from nattery_contracts.modbus import encode, load_profile
 from nattery_sim.devices import BatteryConfig, DeyeInverter
 from nattery_sim.profiles import SiteProfile
 
@@ -105,13 +108,40 @@ def test_temperature_rises_with_power_and_relaxes() -> None:
 
 def test_write_validation() -> None:
     d = inverter()
-    assert d.write(211, [186]) is ExceptionCode.ILLEGAL_DATA_VALUE
-    assert d.write(184, [1]) is ExceptionCode.ILLEGAL_DATA_ADDRESS
-    assert d.write(244, [3]) is ExceptionCode.ILLEGAL_DATA_VALUE
+    assert d.write(211, [186]) is ExcCodes.ILLEGAL_VALUE
+    assert d.write(184, [1]) is ExcCodes.ILLEGAL_ADDRESS
+    assert d.write(244, [3]) is ExcCodes.ILLEGAL_VALUE
     assert d.write(210, [10, 20]) is None
     assert d.control()["battery_max_discharge_current_a"] == 20
-    assert d.read(0, 126) is ExceptionCode.ILLEGAL_DATA_VALUE
-    assert d.read(699, 2) is ExceptionCode.ILLEGAL_DATA_ADDRESS
+
+
+async def read_pdu(d: DeyeInverter, address: int, count: int) -> object:
+    """A read handled by pymodbus against the device's datastore, as the serial server does it."""
+    return await ReadHoldingRegistersRequest(address=address, count=count).datastore_update(d.regs.context, 1)
+
+
+async def test_datastore_serves_the_physics_registers() -> None:
+    d = inverter(start_soc_pct=63)
+    d.tick(NOON, 0)
+    r = await read_pdu(d, 184, 1)
+    assert not isinstance(r, ExceptionResponse) and r.registers == [63] == [d.regs[184]]  # type: ignore[attr-defined]
+    r = await read_pdu(d, 0, 126)  # more than the device reads at once
+    assert isinstance(r, ExceptionResponse) and r.exception_code == ExcCodes.ILLEGAL_VALUE
+    r = await read_pdu(d, 699, 2)  # crosses the end of the register space
+    assert isinstance(r, ExceptionResponse) and r.exception_code == ExcCodes.ILLEGAL_ADDRESS
+    # a write through pymodbus lands in the same registers the physics obeys
+    p = DEYE["battery_max_discharge_current_a"]
+    r = await pymodbus_write(p.addresses[0], [0]).datastore_update(d.regs.context, 1)
+    assert not r.isError() and d.control()["battery_max_discharge_current_a"] == 0
+    r = await pymodbus_write(184, [1]).datastore_update(d.regs.context, 1)  # SOC: read-only
+    assert isinstance(r, ExceptionResponse) and r.exception_code == ExcCodes.ILLEGAL_ADDRESS
+    r = await pymodbus_write(211, [186]).datastore_update(d.regs.context, 1)  # above the point's max
+    assert isinstance(r, ExceptionResponse) and r.exception_code == ExcCodes.ILLEGAL_VALUE
+    assert d.control()["battery_max_discharge_current_a"] == 0  # refused writes change nothing
+
+
+def pymodbus_write(address: int, values: list[int]) -> WriteMultipleRegistersRequest:
+    return WriteMultipleRegistersRequest(address=address, registers=values, dev_id=1)
 
 
 def test_inverter_clock_registers() -> None:

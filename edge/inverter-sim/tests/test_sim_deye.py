@@ -1,30 +1,39 @@
-"""The simulator over real socat pty pairs, read and written with the shared codec."""
+"""The simulator over real socat pty pairs, read and written with pymodbus' frames.
+
+No test waits for time to pass: the physics is frozen (``--time-factor 0``) and driven by the control
+socket (``status`` re-decides the inverter's power from its registers, ``advance`` runs simulated
+seconds at once); a device state that ends by itself (a restart's silence, the pause after a reply)
+is waited for by asking the device until it answers.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse
 
 from nattery_contracts.modbus import (
-    CrcError,
-    ExceptionCode,
-    build_read_request,
-    build_write_multiple_request,
-    crc16,
     decode,
     decode_faults,
     decode_text,
     encode,
     group_blocks,
     load_profile,
-    parse_response,
     t35_s,
     transaction_time_s,
-    with_crc,
 )
-from nattery_sim.testing import RtuMaster, SimProcess
+from nattery_sim.testing import (
+    RtuMaster,
+    SimProcess,
+    crc_ok,
+    decode_response,
+    read_request,
+    wait_for,
+    with_crc,
+    write_request,
+)
 
 Start = Callable[..., tuple[SimProcess, RtuMaster]]
 DEYE = load_profile("deye-sunsynk-1ph")
@@ -46,7 +55,7 @@ def write_point(master: RtuMaster, name: str, value: float, regs: dict[int, int]
     if p.mask is not None and cur is None:
         cur = master.read(1, p.addresses[0], 1)[0]
     resp = master.write(1, p.addresses[0], encode(p, value, current=cur))
-    assert resp is not None and not resp.is_exception, resp
+    assert resp is not None and not resp.isError(), resp
 
 
 def test_reads_decode_to_truth(start_sim: Start) -> None:
@@ -90,30 +99,42 @@ def test_reply_timing_is_at_least_wire_time(start_sim: Start) -> None:
         assert m.last_elapsed >= wire + 0.030 - 0.002, (count, m.last_elapsed)
 
 
+def exception_code(r: object) -> int | None:
+    return r.exception_code if isinstance(r, ExceptionResponse) else None
+
+
 def test_exceptions_and_silence(start_sim: Start) -> None:
-    _, m = start_sim(["--time-factor", "0"])
-    r = m.request(build_read_request(1, 690, 20))  # crosses the end of the register space
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_ADDRESS
+    sim, m = start_sim(["--time-factor", "0"])
+    r = m.request(read_request(1, 690, 20))  # crosses the end of the register space
+    assert exception_code(r) == ExcCodes.ILLEGAL_ADDRESS
     r = m.write(1, 184, [10])  # SOC is read-only
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_ADDRESS
+    assert exception_code(r) == ExcCodes.ILLEGAL_ADDRESS
     r = m.write(1, 211, [186])  # max discharge current 0..185
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_VALUE
+    assert exception_code(r) == ExcCodes.ILLEGAL_VALUE
     r = m.write(1, 250, [1260])  # 12:60 is not a time
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_VALUE
+    assert exception_code(r) == ExcCodes.ILLEGAL_VALUE
     r = m.request(with_crc(bytes([1, 0x05, 0, 1, 0xFF, 0])))  # FC05 write coil: unsupported
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_FUNCTION
-    r = m.request(with_crc(bytes([1, 0x11])))  # FC17 report id: framed by silence, unsupported
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_FUNCTION
-    assert m.request(build_read_request(2, 0, 1), timeout=0.3) is None  # other unit: silence
-    bad = bytearray(build_read_request(1, 0, 1))
+    assert exception_code(r) == ExcCodes.ILLEGAL_FUNCTION and r is not None and r.function_code == 0x85
+    r = m.request(with_crc(bytes([1, 0x11])))  # FC17 report id: unsupported
+    assert exception_code(r) == ExcCodes.ILLEGAL_FUNCTION
+    r = m.request(with_crc(bytes([1, 0x41, 1, 2])))  # a function nobody can size: framed by silence
+    assert exception_code(r) == ExcCodes.ILLEGAL_FUNCTION and r is not None and r.function_code == 0xC1
+    r = m.request(with_crc(bytes([1, 0x03, 0, 0, 0, 126])))  # 126 registers: pymodbus refuses to decode
+    assert exception_code(r) == ExcCodes.ILLEGAL_VALUE
+    before = sim.status()["stats"]
+    assert m.request(read_request(2, 0, 1), timeout=0.3) is None  # other unit: silence
+    bad = bytearray(read_request(1, 0, 1))
     bad[-1] ^= 0xFF
     assert m.request(bytes(bad), timeout=0.3) is None  # bad CRC: silence
+    after = sim.status()["stats"]
+    assert after["ignored_other_unit"] == before["ignored_other_unit"] + 1
+    assert after["bad_crc"] == before["bad_crc"] + 1
     assert m.read(1, 184, 1)  # still serving
     r = m.write(1, 250, [100, 200, 300])  # FC16 over three TOU start times
     assert r is not None and (r.address, r.count) == (250, 3)
     assert m.read(1, 250, 3) == [100, 200, 300]
     r = m.write_single(1, 244, 0)
-    assert r is not None and r.count == 0 and m.read(1, 244, 1) == [0]
+    assert r is not None and r.registers == [0] and m.read(1, 244, 1) == [0]
 
 
 def _truth(sim: SimProcess) -> dict[str, float]:
@@ -129,68 +150,60 @@ def _all_slots(m: RtuMaster, *, power: int, target: int, grid_charge: int) -> No
 
 
 def test_tou_grid_charge_charges_from_grid(start_sim: Start) -> None:
-    sim, m = start_sim([*NIGHT, "--time-factor", "600", "--start-soc-pct", "40", "--capacity-kwh", "10"])
+    sim, m = start_sim([*NIGHT, "--time-factor", "0", "--start-soc-pct", "40", "--capacity-kwh", "10"])
     before = _truth(sim)
     assert before["battery_power_w"] > 0  # night: self-consumption discharges
     _all_slots(m, power=3000, target=100, grid_charge=1)
     write_point(m, "tou_enabled", 1)
-    time.sleep(0.6)
-    t = _truth(sim)
+    t = _truth(sim)  # status re-decides from the registers just written
     assert t["battery_power_w"] == pytest.approx(-3000, abs=1)  # min(slot power, 105 A x V)
     assert t["grid_power_w"] == pytest.approx(t["load_power_w"] + 3000, abs=1)
     v = decode(DEYE, 0, read_all(m, ("fast",)))
     assert v["battery_power_w"] == pytest.approx(-3000, abs=1)
     soc0 = t["battery_soc_pct"]
-    time.sleep(2.0)  # >= 20 sim minutes at 3 kW: >= 9.5 % of 10 kWh
-    assert _truth(sim)["battery_soc_pct"] > soc0 + 8
+    st = sim.control({"cmd": "advance", "seconds": 1200})  # 20 sim minutes at 3 kW, 95 % into the cells
+    assert st["truth"]["battery_soc_pct"] == pytest.approx(soc0 + 9.5, abs=0.01)
     # the max charge current limits the power: 20 A x ~51 V
     write_point(m, "battery_max_charge_current_a", 20)
-    time.sleep(0.6)
     t = _truth(sim)
     assert t["battery_power_w"] == pytest.approx(-20 * t["battery_voltage_v"], rel=0.03)
     # grid charge disabled globally (232) -> no grid charging, battery holds at night (SOC < target)
     write_point(m, "grid_charge_enabled", 0)
-    time.sleep(0.6)
     t = _truth(sim)
     assert t["battery_power_w"] == pytest.approx(0, abs=1)
     assert t["grid_power_w"] == pytest.approx(t["load_power_w"], abs=1)
 
 
 def test_selling_first_discharges_to_target_and_hold(start_sim: Start) -> None:
-    sim, m = start_sim([*NIGHT, "--time-factor", "60", "--start-soc-pct", "80"])
+    sim, m = start_sim([*NIGHT, "--time-factor", "0", "--start-soc-pct", "80"])
     _all_slots(m, power=2500, target=20, grid_charge=0)
     write_point(m, "work_mode", 0)
     write_point(m, "solar_sell_enabled", 1)
     write_point(m, "tou_enabled", 1)
-    time.sleep(0.6)
     t = _truth(sim)
     assert t["battery_power_w"] == pytest.approx(2500, abs=1)
     assert t["grid_power_w"] == pytest.approx(t["load_power_w"] - 2500, abs=1) and t["grid_power_w"] < 0
     # zero export to CT: the battery only covers the load
     write_point(m, "work_mode", 2)
-    time.sleep(0.6)
     t = _truth(sim)
     assert t["battery_power_w"] == pytest.approx(t["load_power_w"], abs=1)
     assert t["grid_power_w"] == pytest.approx(0, abs=1)
     # hold: max discharge current 0 -> the battery does not discharge, the grid feeds the load
     write_point(m, "battery_max_discharge_current_a", 0)
-    time.sleep(0.6)
     t = _truth(sim)
     assert t["battery_power_w"] == pytest.approx(0, abs=1)
     assert t["grid_power_w"] == pytest.approx(t["load_power_w"], abs=1)
     # target SOC above current SOC without grid charge also holds
     write_point(m, "battery_max_discharge_current_a", 100)
     _all_slots(m, power=2500, target=90, grid_charge=0)
-    time.sleep(0.6)
     assert _truth(sim)["battery_power_w"] == pytest.approx(0, abs=1)
 
 
 def test_discharge_stops_at_shutdown_soc(start_sim: Start) -> None:
     sim, _ = start_sim(
-        [*NIGHT, "--time-factor", "3600", "--start-soc-pct", "14", "--capacity-kwh", "1", "--load-scale", "4"]
+        [*NIGHT, "--time-factor", "0", "--start-soc-pct", "14", "--capacity-kwh", "1", "--load-scale", "4"]
     )
-    time.sleep(1.5)
-    t = _truth(sim)
+    t = sim.control({"cmd": "advance", "seconds": 5400, "step_s": 5})["truth"]  # 1.5 h of night load
     assert t["battery_soc_pct"] == pytest.approx(10, abs=0.01)
     assert t["battery_power_w"] == pytest.approx(0, abs=1)
     assert t["battery_discharge_energy_today_kwh"] == pytest.approx(0.04 * 0.95, abs=0.002)
@@ -198,28 +211,29 @@ def test_discharge_stops_at_shutdown_soc(start_sim: Start) -> None:
 
 def test_fault_injection(start_sim: Start) -> None:
     sim, m = start_sim(["--time-factor", "0", "--turnaround-ms", "5"])
-    req = build_read_request(1, 100, 60)
+    req = read_request(1, 100, 60)
     # no reply for the next 2 requests
     sim.control({"cmd": "set", "no_reply_next": 2})
     assert m.request(req, timeout=0.4) is None
     assert m.request(req, timeout=0.4) is None
+    assert sim.status()["stats"]["dropped"] == 2
     assert m.request(req) is not None
     # corrupted CRC
     sim.control({"cmd": "set", "corrupt_crc_next": 1})
     raw = m.transact(req)
-    assert raw is not None
-    with pytest.raises(CrcError):
-        parse_response(raw)
-    assert crc16(raw[:-2]) != int.from_bytes(raw[-2:], "little")
+    assert raw is not None and len(raw) == 125
+    with pytest.raises(ValueError, match="bad CRC"):
+        decode_response(raw)
+    assert not crc_ok(raw)
     # exception replies
     sim.control({"cmd": "set", "exception_next": 1, "exception_code": 6})
     r = m.request(req)
-    assert r is not None and r.exception is ExceptionCode.SERVER_DEVICE_BUSY
+    assert exception_code(r) == ExcCodes.DEVICE_BUSY
     # chunked delivery: 125 bytes in 16-byte pieces 16 ms apart (8 pieces, 7 gaps)
     sim.control({"cmd": "set", "chunked": True})
     raw = m.transact(req)
     assert raw is not None and len(raw) == 125
-    assert parse_response(raw).registers
+    assert decode_response(raw).registers
     wire = transaction_time_s(8, 125, 9600) - t35_s(9600) + 0.005
     assert m.last_elapsed >= wire + 7 * 0.016 - 0.002  # lower bound: holds on a loaded machine
     assert len(m.last_chunks) >= 2  # the reply really arrived in pieces
@@ -251,12 +265,12 @@ def test_restart_resets_registers_and_goes_silent(start_sim: Start) -> None:
     write_point(m, "tou_enabled", 1)
     assert m.read(1, 211, 1) == [0]
     soc = m.read(1, 184, 1)
-    sim.control({"cmd": "restart", "seconds": 1.0})
-    t0 = time.monotonic()
-    assert m.request(build_read_request(1, 211, 1), timeout=0.3) is None
-    while (resp := m.request(build_read_request(1, 211, 1), timeout=0.2)) is None:
-        assert time.monotonic() - t0 < 3
-    assert time.monotonic() - t0 >= 0.9
+    st = sim.control({"cmd": "restart", "seconds": 1.0})
+    assert st["silent"]
+    assert m.request(read_request(1, 211, 1), timeout=0.3) is None  # restarting: no reply
+    # the device comes back by itself: ask until it answers
+    resp = wait_for(lambda: m.request(read_request(1, 211, 1), timeout=0.2), 10, "the restarted device")
+    assert not sim.status()["silent"]
     assert resp.registers[0] == DEYE_DEFAULT_MAX_A
     assert m.read(1, 248, 1) == [0]
     assert m.read(1, 184, 1) == soc  # the battery itself is not reset
@@ -267,9 +281,10 @@ DEYE_DEFAULT_MAX_A = 105  # ceil(5000 W / 48 V)
 
 def test_fc16_limits(start_sim: Start) -> None:
     _, m = start_sim(["--time-factor", "0"])
-    frame = bytearray(build_write_multiple_request(1, 250, [0] * 123))
-    r = m.request(bytes(frame))
-    assert r is not None and r.exception is ExceptionCode.ILLEGAL_DATA_ADDRESS  # 250..372 not all writable
+    r = m.request(write_request(1, 250, [0] * 123))
+    assert exception_code(r) == ExcCodes.ILLEGAL_ADDRESS  # 250..372 not all writable
+    r = m.request(write_request(1, 250, [0] * 124))  # more than FC16 carries
+    assert exception_code(r) == ExcCodes.ILLEGAL_VALUE
     assert m.read(1, 0, 125)
 
 
@@ -295,16 +310,15 @@ def test_battery_pin_poke_ignored_writes_silent_registers_and_deafness(start_sim
     assert sim.status()["stats"]["ignored_writes"] == 1
     # reads touching a silenced register get no reply; other reads are answered
     sim.control({"cmd": "set", "silent_registers": [182]})
-    assert m.request(build_read_request(1, 150, 45), timeout=0.4) is None
-    assert m.request(build_read_request(1, 59, 48)) is not None
+    assert m.request(read_request(1, 150, 45), timeout=0.4) is None
+    assert m.request(read_request(1, 59, 48)) is not None
     sim.control({"cmd": "clear"})
-    assert m.request(build_read_request(1, 150, 45)) is not None
+    assert m.request(read_request(1, 150, 45)) is not None
     # deaf after its own reply: a request right after a reply is lost, one after the pause answered
-    sim.control({"cmd": "set", "deaf_after_reply_ms": 80})
-    req = build_read_request(1, 184, 1)
-    time.sleep(0.1)  # the gap after the last reply is what is under test, not a wait for an event
-    assert m.request(req) is not None
-    assert m.request(req, timeout=0.05) is None  # sent at once: lost
-    time.sleep(0.1)  # the device's pause is what is under test here, not a wait for an event
-    assert m.request(req) is not None
-    assert sim.status()["stats"]["deaf"] >= 1
+    sim.control({"cmd": "set", "deaf_after_reply_ms": 300})
+    req = read_request(1, 184, 1)
+    wait_for(lambda: m.request(req, timeout=0.2), 10, "a reply after the device's pause")
+    deaf = sim.status()["stats"]["deaf"]
+    assert m.request(req, timeout=0.2) is None  # sent at once after that reply: lost
+    assert sim.status()["stats"]["deaf"] == deaf + 1
+    wait_for(lambda: m.request(req, timeout=0.2), 10, "a reply after the device's pause")

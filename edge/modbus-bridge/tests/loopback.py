@@ -1,10 +1,11 @@
 """The bridge's controller, bus and poller in-process against the simulator's device, on a fake clock.
 
 No pty and no wall time: :class:`LoopbackMaster` speaks the bridge's ``RtuMaster`` interface, builds the
-real request frames, hands them to the simulator's ``RtuSlave.reply_for`` (the same code that answers
-on the serial port, fault injection included, only without the wire timing) and parses the real reply
-frames. The registers every test checks are the simulator's (``DeyeInverter.regs``) and its physics
-(``battery_power_w``, ``grid_w``) moves only when the test advances the fake clock.
+real request frames (pymodbus' PDUs and RTU framer, as the bridge does), hands them to the simulator's
+``RtuSlave.reply_for`` (the same code that answers on the serial port, fault injection included, only
+without the wire timing) and decodes the real reply frames. The registers every test checks are the
+simulator's (``DeyeInverter.regs``) and its physics (``battery_power_w``, ``grid_w``) moves only when
+the test advances the fake clock.
 """
 
 from __future__ import annotations
@@ -17,25 +18,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, WriteMultipleRegistersRequest
+
 from nattery_bridge.bus import Bus
 from nattery_bridge.control import DeyeStrategy
 from nattery_bridge.controller import Controller
 from nattery_bridge.metrics import Metrics
-from nattery_bridge.rtu import BadFrame, ExceptionReply, NoResponse, UnexpectedReply
+from nattery_bridge.rtu import BadFrame, ExceptionReply, NoResponse, UnexpectedReply, framer
 from nattery_bridge.settings import BridgeSettings
 from nattery_bridge.store import Store
 from nattery_bridge.telemetry import Poller
-from nattery_contracts.modbus import (
-    READ_HOLDING,
-    WRITE_MULTIPLE,
-    CrcError,
-    FrameError,
-    Response,
-    build_read_request,
-    build_write_multiple_request,
-    load_profile,
-    parse_response,
-)
+from nattery_contracts.modbus import load_profile
 from nattery_sim.devices import BatteryConfig, DeyeInverter
 from nattery_sim.faults import FaultConfig
 from nattery_sim.profiles import SiteProfile
@@ -70,30 +65,37 @@ class LoopbackMaster:
         self.last_tx_end = 0.0
         self.last_success = 0.0
         self.transactions = 0
+        self._framer = framer()
 
-    def _transact(self, request: bytes, function: int) -> Response:
+    async def _transact(self, request: ModbusPDU) -> ModbusPDU:
         self.transactions += 1
         self.last_tx_start = self.last_tx_end = self.clock.mono()
-        raw = self.slave.reply_for(request)
+        raw = await self.slave.reply_for(self._framer.buildFrame(request))
         if raw is None:
             raise NoResponse("no reply (simulated silence)")
         try:
-            resp = parse_response(raw)
-        except (CrcError, FrameError) as e:
+            used, resp = self._framer.handleFrame(raw, 0, 0)
+        except ModbusIOException as e:
             raise BadFrame(str(e)) from e
-        if resp.unit != self.unit or resp.function != function:
-            raise UnexpectedReply(f"reply from unit {resp.unit} FC{resp.function:02}")
-        if resp.exception is not None:
-            raise ExceptionReply(function, int(resp.exception))
+        if not used or resp is None:
+            raise BadFrame(f"bad CRC in reply {raw.hex()}")
+        function = request.function_code
+        if resp.dev_id != self.unit or resp.function_code & 0x7F != function:
+            raise UnexpectedReply(f"reply from unit {resp.dev_id} FC{resp.function_code:02}")
+        if isinstance(resp, ExceptionResponse):
+            raise ExceptionReply(function, resp.exception_code)
         self.last_success = self.clock.mono()
         return resp
 
     async def read_holding(self, address: int, count: int, kind: str = "poll") -> list[int]:
-        resp = self._transact(build_read_request(self.unit, address, count), READ_HOLDING)
+        resp = await self._transact(
+            ReadHoldingRegistersRequest(address=address, count=count, dev_id=self.unit)
+        )
         return list(resp.registers)
 
     async def write_registers(self, address: int, values: list[int], kind: str = "write") -> None:
-        resp = self._transact(build_write_multiple_request(self.unit, address, values), WRITE_MULTIPLE)
+        request = WriteMultipleRegistersRequest(address=address, registers=values, dev_id=self.unit)
+        resp = await self._transact(request)
         if resp.address != address or resp.count != len(values):
             raise UnexpectedReply("FC16 echo differs")
 

@@ -1,4 +1,5 @@
-"""The bridge's RTU master and bus against the real simulator over a socat pty pair."""
+"""The bridge's RTU master and bus against the real simulator over a socat pty pair, and the pymodbus
+framing the master relies on (so a pymodbus upgrade that changes it fails here, not on a site)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,25 @@ import time
 from typing import Any
 
 import pytest
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
+    WriteMultipleRegistersRequest,
+)
 
 from nattery_bridge.bus import Bus, Priority
 from nattery_bridge.metrics import Metrics
-from nattery_bridge.rtu import BadFrame, ExceptionReply, NoResponse, PortUnavailable, RtuMaster, Timing
+from nattery_bridge.rtu import (
+    BadFrame,
+    ExceptionReply,
+    NoResponse,
+    PortUnavailable,
+    RtuMaster,
+    Timing,
+    framer,
+)
 from nattery_bridge.telemetry import telemetry_blocks
 from nattery_contracts.modbus.registers import (
     Group,
@@ -96,6 +112,51 @@ async def test_every_mapped_register_decodes_to_truth(rig_factory: Any) -> None:
         assert decode(RMAP, 0, tight) == values
     finally:
         m.close()
+
+
+def test_pymodbus_framing_the_master_relies_on() -> None:
+    master = framer()
+    slave = FramerRTU(DecodePDU(is_server=True))  # as the simulator's
+    # requests: the classic CRC vector, and the largest FC16 an RTU ADU holds
+    assert master.buildFrame(ReadHoldingRegistersRequest(address=0, count=10, dev_id=1)) == bytes.fromhex(
+        "01030000000AC5CD"
+    )
+    fc16 = master.buildFrame(WriteMultipleRegistersRequest(address=0, registers=[0] * 123, dev_id=1))
+    assert len(fc16) == 255
+    with pytest.raises(ValueError):  # pymodbus refuses reads of more than 125 registers itself
+        master.buildFrame(ReadHoldingRegistersRequest(address=0, count=126, dev_id=1))
+    # a 60-register reply: "need more" (0 bytes used) until its last byte, in any chunking
+    reply = slave.buildFrame(ReadHoldingRegistersResponse(registers=list(range(60)), dev_id=1))
+    assert len(reply) == 125
+    for chunk in (1, 16, 124):
+        assert master.handleFrame(reply[:chunk], 0, 0) == (0, None)
+    used, resp = master.handleFrame(reply, 0, 0)
+    assert (
+        used == 125 and isinstance(resp, ReadHoldingRegistersResponse) and resp.registers == list(range(60))
+    )
+    assert resp.dev_id == 1
+    # a damaged CRC: every byte consumed, no PDU (the master's BadFrame)
+    used, resp = master.handleFrame(reply[:-1] + bytes([reply[-1] ^ 0xFF]), 0, 0)
+    assert used == 125 and resp is None
+    # an exception reply (5 bytes) decodes as such, function code with the 0x80 bit
+    used, resp = master.handleFrame(slave.buildFrame(ExceptionResponse(3, 2, device_id=1)), 0, 0)
+    assert (
+        used == 5
+        and isinstance(resp, ExceptionResponse)
+        and (resp.function_code, resp.exception_code)
+        == (
+            0x83,
+            2,
+        )
+    )
+
+
+async def test_master_refuses_writes_it_must_split() -> None:
+    m = RtuMaster("/dev/null-not-opened", 1, Timing())
+    with pytest.raises(ValueError, match=r"1\.\.123"):
+        await m.write_registers(0, [0] * 124)
+    with pytest.raises(ValueError, match="65535"):
+        await m.write_registers(0, [0x10000])
 
 
 def test_block_grouping_edges() -> None:

@@ -1,18 +1,22 @@
-"""Simulated devices: a register store plus physics. Pure and synchronous (the server drives them).
+"""Simulated devices: registers plus physics. Synchronous (the server drives them).
 
-Each device keeps its holding registers in ``regs`` (address -> word) using the shared register map,
-so what it serves is exactly what ``nattery_contracts.modbus.decode`` expects.
+Each device keeps its holding registers in pymodbus' datastore (:mod:`nattery_sim.datastore`), laid
+out by the shared register map, so what it serves is exactly what ``nattery_contracts.modbus.decode``
+expects; ``regs`` (address -> word) is the physics' view of the same registers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
+
+from pymodbus.constants import ExcCodes
 
 from nattery_contracts.modbus import (
     EncodeError,
-    ExceptionCode,
     Kind,
     Point,
     RegisterMap,
@@ -21,20 +25,26 @@ from nattery_contracts.modbus import (
     encode_faults,
     store_value,
 )
+from nattery_sim.datastore import Registers
 from nattery_sim.profiles import SiteProfile
 
 
 class SimDevice:
-    """Register store with map-driven write validation. Subclasses add physics in :meth:`tick`."""
+    """Registers with map-driven write validation. Subclasses add physics in :meth:`tick`."""
+
+    #: Function codes the device answers (Deye: FC03, FC06, FC16); others get exception 01.
+    functions = frozenset({3, 6, 16})
 
     def __init__(self, rmap: RegisterMap) -> None:
         self.rmap = rmap
-        self.regs: dict[int, int] = {}
         self.fault_codes: set[str] = set()
         self._writable_addrs = {a for p in rmap.writable_points for a in p.addresses}
         self._writable_numeric = [
             p for p in rmap.writable_points if p.numeric and p.kind is not Kind.DERIVED and p.addresses
         ]
+        # Fault injection (server.py): when it returns True, a write is acknowledged but not stored.
+        self.drop_write: Callable[[], bool] | None = None
+        self.regs = Registers(rmap, self._on_access)
         self.reset_registers()
 
     # ------------------------------------------------------------ registers
@@ -44,7 +54,7 @@ class SimDevice:
 
     def reset_registers(self) -> None:
         """Power-on state of every register (a device restart); physics state is kept."""
-        self.regs = {a: 0 for lo, hi in self.rmap.register_space for a in range(lo, hi + 1)}
+        self.regs.clear()
         for name, value in self.initial_values().items():
             store_value(self.rmap[name], value, self.regs)
         self.publish()
@@ -71,33 +81,58 @@ class SimDevice:
         regs = self.regs
         return {p.name: decode_point(p, [regs[a] for a in p.addresses]) for p in self._writable_numeric}
 
-    def read(self, start: int, count: int) -> list[int] | ExceptionCode:
-        if not 1 <= count <= self.rmap.max_read_registers:
-            return ExceptionCode.ILLEGAL_DATA_VALUE
-        if not self.rmap.is_readable(start, count):
-            return ExceptionCode.ILLEGAL_DATA_ADDRESS
-        return [self.regs.get(a, 0) for a in range(start, start + count)]
-
-    def write(self, start: int, values: list[int]) -> ExceptionCode | None:
-        """Validate and apply a write (FC06/FC16). Exception 02 if any register is not writable,
-        03 if a value is out of the point's range. All-or-nothing."""
-        addrs = range(start, start + len(values))
-        if any(a not in self._writable_addrs for a in addrs):
-            return ExceptionCode.ILLEGAL_DATA_ADDRESS
-        new = dict(self.regs)
-        for a, v in zip(addrs, values, strict=True):
-            new[a] = v
-        touched = {p.name: p for a in addrs for p in self.rmap.points_at(a) if p.writable}
-        for p in touched.values():
-            if any(a not in addrs for a in p.addresses):
-                return ExceptionCode.ILLEGAL_DATA_ADDRESS  # partial write of a multi-register point
+    def check_write(self, start: int, values: list[int]) -> ExcCodes | None:
+        """Whether the register map allows writing ``values`` from ``start``: exception 02 if a register
+        is not writable or a multi-register point would be written in part, 03 if a value is out of
+        its point's range."""
+        new = dict(zip(range(start, start + len(values)), values, strict=True))
+        if any(a not in self._writable_addrs for a in new):
+            return ExcCodes.ILLEGAL_ADDRESS
+        for p in self._touched(new):
+            if any(a not in new for a in p.addresses):
+                return ExcCodes.ILLEGAL_ADDRESS  # partial write of a multi-register point
             try:
                 check_range(p, decode_point(p, [new[a] for a in p.addresses]))
             except EncodeError:
-                return ExceptionCode.ILLEGAL_DATA_VALUE
-        self.regs = new
-        self.on_written(set(touched))
+                return ExcCodes.ILLEGAL_VALUE
         return None
+
+    def _touched(self, addresses: Iterable[int]) -> list[Point]:
+        return list({p.name: p for a in addresses for p in self.rmap.points_at(a) if p.writable}.values())
+
+    def write(self, start: int, values: list[int]) -> ExcCodes | None:
+        """Validate and apply a write (what FC06/FC16 do), all or nothing; then :meth:`on_written`."""
+        if (exc := self.check_write(start, values)) is not None:
+            return exc
+        for a, v in zip(range(start, start + len(values)), values, strict=True):
+            self.regs[a] = v
+        self.on_written({p.name for p in self._touched(range(start, start + len(values)))})
+        return None
+
+    async def _on_access(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus' access hook, called before it reads or writes the registers (after its own checks:
+        the range exists, a write touches no read-only register). Returns an exception code or None."""
+        if set_values is None:
+            return ExcCodes.ILLEGAL_VALUE if count > self.rmap.max_read_registers else None
+        if count > self.rmap.max_write_registers:
+            return ExcCodes.ILLEGAL_VALUE
+        values = cast(list[int], set_values)
+        exc = None
+        if self.drop_write is None or not self.drop_write():
+            exc = self.write(address, list(values))
+        # pymodbus stores ``set_values`` after this hook: make that what the device now holds (the old
+        # words for a dropped write, a self-clearing register already cleared by on_written)
+        i = self.regs.offset(address)
+        values[:] = current_registers[i : i + count]
+        return exc
 
     def on_written(self, names: set[str]) -> None:
         """Hook: react to control writes (e.g. a totalizer reset)."""

@@ -1,4 +1,12 @@
-"""The Modbus RTU slave: serial I/O on asyncio, wire-time emulation, fault injection, control socket."""
+"""The Modbus RTU slave: serial I/O on asyncio, wire-time emulation, fault injection, control socket.
+
+pymodbus does the protocol: its RTU framer (``FramerRTU`` with a server-side ``DecodePDU``) sizes,
+CRC-checks and decodes requests, each request PDU's ``datastore_update`` reads or writes the device's
+registers in pymodbus' datastore (:mod:`nattery_sim.datastore`), and the framer encodes the reply.
+The transport is ours, like the bridge's: a simulator must emulate the wire (frame times, t3.5, the
+device's turnaround), deliver replies in chunks, stay deaf after a reply, go silent during a restart
+and for other unit ids, and damage CRCs on purpose, none of which pymodbus' serial server can do.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import serial
+from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
-from nattery_contracts.modbus import (
-    READ_HOLDING,
-    WRITE_MULTIPLE,
-    WRITE_SINGLE,
-    ExceptionCode,
-    FrameAssembler,
-    FrameError,
-    build_exception_response,
-    build_read_response,
-    build_write_multiple_response,
-    build_write_single_response,
-    check_crc,
-    frame_time_s,
-    parse_request,
-    t35_s,
-)
+from nattery_contracts.modbus import frame_time_s, t35_s
 from nattery_sim.devices import SimDevice
 from nattery_sim.faults import FaultConfig
 
@@ -46,6 +43,10 @@ class SimClock:
 
     def now(self) -> datetime:
         return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+    def advance(self, seconds: float) -> None:
+        """Move simulated time forward at once (tests drive the clock instead of waiting for it)."""
+        self.start += timedelta(seconds=seconds)
 
 
 class RtuSlave:
@@ -84,13 +85,15 @@ class RtuSlave:
             "ignored_writes": 0,
         }
         self._last_reply_end = -1e9  # monotonic: when the last reply's final byte left
-        self._asm = FrameAssembler("request")
+        self._framer = FramerRTU(DecodePDU(is_server=True))
+        self._rx = bytearray()  # received, not yet framed
         self._frames: asyncio.Queue[bytes] = asyncio.Queue()
         self._silence: asyncio.TimerHandle | None = None
         self._ser: serial.Serial | None = None
         self._last_tick = self.clock.now()
         self._stop = asyncio.Event()
         self.failed = False
+        device.drop_write = self._drop_write
 
     # ------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -165,22 +168,30 @@ class RtuSlave:
             return
         if self._silence:
             self._silence.cancel()
-        try:
-            frame = self._asm.feed(data)
-            while frame is not None:
-                self._frames.put_nowait(frame)
-                frame = self._asm.feed()
-        except FrameError:
-            pass  # unknown length: the silence timer ends the frame
-        if self._asm.pending:
+        self._rx += data
+        self._take_frames()
+        if self._rx:
             # t3.5 of silence ends a frame; a pty has no timing, so allow scheduling jitter
             wait = max(t35_s(self.baud, self.bits_per_char), 0.02)
             self._silence = asyncio.get_running_loop().call_later(wait, self._on_silence)
 
+    def _take_frames(self) -> None:
+        """Queue every request the buffer holds: pymodbus' framer knows a request's length from its
+        function code (and byte count), so a frame is served as soon as its last byte arrives."""
+        while self._rx:
+            try:
+                used, _ = self._framer.handleFrame(bytes(self._rx), 0, 0)
+            except ModbusIOException:
+                used = len(self._rx)  # framed and CRC-checked, body undecodable: reply_for answers it
+            if not used:
+                return  # incomplete, or a function pymodbus cannot size: the silence timer ends it
+            self._frames.put_nowait(bytes(self._rx[:used]))
+            del self._rx[:used]
+
     def _on_silence(self) -> None:
-        buf = self._asm.pending
-        self._asm.reset()
-        if len(buf) >= 4 and check_crc(buf):
+        buf = bytes(self._rx)
+        self._rx.clear()
+        if _crc_ok(buf):
             self._frames.put_nowait(buf)  # a frame of a function we cannot size: answered 01
         else:
             self.stats["dropped"] += 1
@@ -196,58 +207,73 @@ class RtuSlave:
             except Exception:  # never let one bad frame kill the device
                 log.exception("error handling frame %s", frame.hex())
 
-    def respond(self, frame: bytes) -> bytes | None:
-        """The reply to one request frame (no faults, no timing), or None for silence."""
-        if not check_crc(frame):
+    def _drop_write(self) -> bool:
+        """The device's write fault hook: acknowledge the next write without storing it."""
+        if self.faults.take_ignore_write():
+            self.stats["ignored_writes"] += 1  # acknowledged, not stored: the read-back differs
+            return True
+        return False
+
+    def _request(self, frame: bytes) -> ModbusPDU | ExcCodes | None:
+        """The request in one frame if it is ours; an exception code for a frame of ours that is no
+        request we can execute; None for silence (bad CRC, another unit, a broadcast, noise)."""
+        ours = len(frame) >= 2 and frame[0] == self.unit
+        try:
+            used, request = self._framer.handleFrame(frame, 0, 0)
+        except ModbusIOException:
+            # CRC right, body refused by pymodbus' decoder: a read of 0 or more than 125 registers
+            return ExcCodes.ILLEGAL_VALUE if ours else None
+        if not used:  # complete (silence ended it) but of a function pymodbus cannot size
+            if not _crc_ok(frame):
+                self.stats["bad_crc"] += 1
+                return None
+            return ExcCodes.ILLEGAL_FUNCTION if ours else None
+        if request is None:
             self.stats["bad_crc"] += 1
             return None
-        try:
-            req = parse_request(frame)
-        except FrameError:
-            return None
-        if req.unit != self.unit:
+        if request.dev_id != self.unit:
             self.stats["ignored_other_unit"] += 1
             return None  # not ours (or broadcast 0: no reply to broadcasts)
-        self.stats["requests"] += 1
-        fc = req.function
-        if fc == READ_HOLDING:
-            regs = self.device.read(req.address, req.count)
-            if isinstance(regs, ExceptionCode):
-                return build_exception_response(self.unit, fc, regs)
-            return build_read_response(self.unit, regs)
-        if fc in (WRITE_SINGLE, WRITE_MULTIPLE):
-            if fc == WRITE_MULTIPLE and not 1 <= req.count <= self.device.rmap.max_write_registers:
-                return build_exception_response(self.unit, fc, ExceptionCode.ILLEGAL_DATA_VALUE)
-            if self.faults.take_ignore_write():
-                self.stats["ignored_writes"] += 1  # acknowledged, not stored: the read-back differs
-            else:
-                exc = self.device.write(req.address, list(req.values))
-                if exc is not None:
-                    return build_exception_response(self.unit, fc, exc)
-            if fc == WRITE_SINGLE:
-                return build_write_single_response(self.unit, req.address, req.values[0])
-            return build_write_multiple_response(self.unit, req.address, req.count)
-        return build_exception_response(self.unit, fc, ExceptionCode.ILLEGAL_FUNCTION)
+        return request
 
-    def reply_for(self, frame: bytes) -> bytes | None:
+    async def _execute(self, request: ModbusPDU) -> ModbusPDU:
+        """pymodbus' own request handling against the device's datastore."""
+        if request.function_code not in self.device.functions:
+            return ExceptionResponse(request.function_code, ExcCodes.ILLEGAL_FUNCTION)
+        try:
+            return await request.datastore_update(self.device.regs.context, self.unit)
+        except Exception:  # as pymodbus' server does: the device failed (04), and keeps serving
+            log.exception("request %s failed", request)
+            return ExceptionResponse(request.function_code, ExcCodes.DEVICE_FAILURE)
+
+    async def reply_for(self, frame: bytes) -> bytes | None:
         """The reply to one request frame with the wire faults applied (no timing), or None for
         silence. The serial server and in-process tests (a master calling this directly) share it."""
-        ours = len(frame) >= 2 and frame[0] == self.unit and check_crc(frame)
-        if ours and self.faults.take_no_reply():
+        request = self._request(frame)
+        if request is None:
+            return None
+        if self.faults.take_no_reply():
             self.stats["dropped"] += 1
             return None
-        if ours and self.faults.silent_registers and frame[1] == READ_HOLDING:
-            with contextlib.suppress(FrameError):
-                req = parse_request(frame)
-                if self.faults.silences(req.address, req.count):
-                    self.stats["dropped"] += 1
-                    return None
-        if ours and self.faults.take_exception():
-            reply: bytes | None = build_exception_response(self.unit, frame[1], self.faults.exception_code)
-            self.stats["requests"] += 1
+        if (
+            isinstance(request, ModbusPDU)
+            and request.function_code == 3
+            and self.faults.silences(request.address, request.count)
+        ):
+            self.stats["dropped"] += 1
+            return None
+        self.stats["requests"] += 1
+        function = frame[1] & 0x7F
+        response: ModbusPDU
+        if self.faults.take_exception():
+            response = ExceptionResponse(function, self.faults.exception_code)
+        elif isinstance(request, ExcCodes):
+            response = ExceptionResponse(function, request)
         else:
-            reply = self.respond(frame)
-        if reply is not None and self.faults.take_corrupt():
+            response = await self._execute(request)
+        response.dev_id = self.unit
+        reply = self._framer.buildFrame(response)
+        if self.faults.take_corrupt():
             reply = reply[:-2] + bytes([reply[-2] ^ 0xFF, reply[-1] ^ 0x5A])
         return reply
 
@@ -259,7 +285,7 @@ class RtuSlave:
         if received - self._last_reply_end < self.faults.deaf_after_reply_ms / 1000.0:
             self.stats["deaf"] += 1  # still busy after its own reply: the request is lost
             return
-        reply = self.reply_for(frame)
+        reply = await self.reply_for(frame)
         if reply is None:
             return
         # wire emulation: request on the wire, t3.5 to end it, turnaround, reply on the wire
@@ -337,6 +363,17 @@ class RtuSlave:
             self.clock = SimClock(now, float(msg["factor"]))
         elif cmd == "tick":
             self.tick()
+        elif cmd == "advance":
+            # drive the physics clock: ``seconds`` of simulated time now, in ``step_s`` physics steps
+            remaining, step_s = float(msg["seconds"]), float(msg.get("step_s", 1.0))
+            if remaining < 0 or step_s <= 0:
+                raise ValueError("advance needs seconds >= 0 and step_s > 0")
+            self.tick()
+            while remaining > 0:
+                dt = min(step_s, remaining)
+                self.clock.advance(dt)
+                self.tick()
+                remaining -= dt
         elif cmd == "battery":
             # pin (a number) or release (null) the battery's physical state, e.g. a hot battery
             self.tick()
@@ -361,6 +398,11 @@ class RtuSlave:
             "mode": getattr(self.device, "mode", None),
             "stats": dict(self.stats),
         }
+
+
+def _crc_ok(frame: bytes) -> bool:
+    """Whether ``frame`` ends in the CRC of what precedes it (pymodbus' CRC-16/Modbus)."""
+    return len(frame) >= 4 and FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
 
 
 def _unlink(path: str) -> None:

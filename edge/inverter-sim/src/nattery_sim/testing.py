@@ -1,5 +1,5 @@
 """Helpers for tests, demos and the fleet runner: socat pty pairs, a simulator subprocess with its
-control socket, and a tiny synchronous RTU master built on ``nattery_contracts.modbus``.
+control socket, and a tiny synchronous RTU master on pymodbus' frames (``FramerRTU`` and its PDUs).
 
 The bridge's tests may use these too::
 
@@ -19,29 +19,89 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import serial
-
-from nattery_contracts.modbus import (
-    FrameAssembler,
-    Response,
-    build_read_request,
-    build_write_multiple_request,
-    build_write_single_request,
-    parse_response,
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
 )
 
+T = TypeVar("T")
 
-def _wait_for(pred: Any, timeout: float, what: str) -> None:
+# A master's framer: builds requests, decodes responses. Stateless between calls, so one will do.
+_MASTER = FramerRTU(DecodePDU(is_server=False))
+
+
+def read_request(unit: int, address: int, count: int) -> bytes:
+    """FC03 request frame (8 bytes)."""
+    return _MASTER.buildFrame(ReadHoldingRegistersRequest(address=address, count=count, dev_id=unit))
+
+
+def write_request(unit: int, address: int, values: Sequence[int]) -> bytes:
+    """FC16 request frame (9 + 2N bytes). pymodbus checks no count here: tests send 124 on purpose."""
+    return _MASTER.buildFrame(
+        WriteMultipleRegistersRequest(address=address, registers=list(values), dev_id=unit)
+    )
+
+
+def write_single_request(unit: int, address: int, value: int) -> bytes:
+    """FC06 request frame (8 bytes)."""
+    return _MASTER.buildFrame(WriteSingleRegisterRequest(address=address, registers=[value], dev_id=unit))
+
+
+def with_crc(body: bytes) -> bytes:
+    """``body`` + its CRC-16/Modbus as on the wire (for hand-made frames)."""
+    return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+
+
+def crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+
+
+def decode_response(frame: bytes) -> ModbusPDU:
+    """The response in one complete frame; ValueError if its CRC is wrong or it is not a frame."""
+    try:
+        used, pdu = _MASTER.handleFrame(frame, 0, 0)
+    except ModbusIOException as e:
+        raise ValueError(f"undecodable frame {frame.hex()}") from e
+    if not used or pdu is None:
+        raise ValueError(f"bad CRC or incomplete frame {frame.hex()}")
+    return pdu
+
+
+def wait_for(pred: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Wait for ``pred()`` to return something truthy and return it. ``timeout`` only guards against a
+    hang (it raises TimeoutError); it is no claim about how fast the thing happens."""
     deadline = time.monotonic() + timeout
-    while not pred():
+    while not (value := pred()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.02)
+    return value
+
+
+def control(socket_path: str | Path, msg: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """One JSON-lines command on a simulator's control socket (README "Runtime control")."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(socket_path))
+        s.sendall(json.dumps(msg).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
 
 
 class PtyPair:
@@ -67,7 +127,7 @@ class PtyPair:
             stdout=subprocess.DEVNULL,
             stderr=out,
         )
-        _wait_for(lambda: Path(self.a).exists() and Path(self.b).exists(), timeout, "socat links")
+        wait_for(lambda: Path(self.a).exists() and Path(self.b).exists(), timeout, "socat links")
         return self
 
     def stop(self) -> None:
@@ -119,22 +179,11 @@ class SimProcess:
             except OSError:
                 return False
 
-        _wait_for(ready, timeout, "simulator control socket")
+        wait_for(ready, timeout, "simulator control socket")
         return self
 
     def control(self, msg: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(self.control_socket)
-            s.sendall(json.dumps(msg).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply: dict[str, Any] = json.loads(buf)
-        return reply
+        return control(self.control_socket, msg, timeout)
 
     def status(self) -> dict[str, Any]:
         return self.control({"cmd": "status"})
@@ -170,9 +219,10 @@ class RtuMaster:
         self.ser.close()
 
     def transact(self, frame: bytes, timeout: float | None = None) -> bytes | None:
-        """Send ``frame``; return the complete raw reply frame, or None on timeout."""
+        """Send ``frame``; return the complete raw reply frame (CRC unchecked), or None on timeout."""
         self.ser.reset_input_buffer()
-        asm = FrameAssembler("response")
+        framer = FramerRTU(DecodePDU(is_server=False))
+        buf = b""  # the reply so far
         self.last_chunks = []
         t0 = time.monotonic()
         self.ser.write(frame)
@@ -181,27 +231,33 @@ class RtuMaster:
             data = self.ser.read(max(1, self.ser.in_waiting))
             if data:
                 self.last_chunks.append((time.monotonic() - t0, data))
-                out = asm.feed(data)
-                if out is not None:
+                buf += bytes(data)
+                try:
+                    # the framer sizes the reply from its function code and byte count: 0 = need more
+                    used, _ = framer.handleFrame(buf, 0, 0)
+                except ModbusIOException:
+                    used = len(buf)
+                if used:
                     self.last_elapsed = time.monotonic() - t0
-                    return out
+                    return buf
         self.last_elapsed = time.monotonic() - t0
         return None
 
-    def request(self, frame: bytes, timeout: float | None = None) -> Response | None:
+    def request(self, frame: bytes, timeout: float | None = None) -> ModbusPDU | None:
+        """The decoded reply (an ``ExceptionResponse`` for exception replies), or None on timeout."""
         raw = self.transact(frame, timeout)
-        return parse_response(raw) if raw is not None else None
+        return decode_response(raw) if raw is not None else None
 
     def read(self, unit: int, address: int, count: int) -> list[int]:
-        resp = self.request(build_read_request(unit, address, count))
+        resp = self.request(read_request(unit, address, count))
         if resp is None:
             raise TimeoutError("no reply")
-        if resp.is_exception:
-            raise RuntimeError(f"exception {resp.exception}")
+        if isinstance(resp, ExceptionResponse):
+            raise RuntimeError(f"exception {resp.exception_code}")
         return list(resp.registers)
 
-    def write(self, unit: int, address: int, values: Sequence[int]) -> Response | None:
-        return self.request(build_write_multiple_request(unit, address, list(values)))
+    def write(self, unit: int, address: int, values: Sequence[int]) -> ModbusPDU | None:
+        return self.request(write_request(unit, address, list(values)))
 
-    def write_single(self, unit: int, address: int, value: int) -> Response | None:
-        return self.request(build_write_single_request(unit, address, value))
+    def write_single(self, unit: int, address: int, value: int) -> ModbusPDU | None:
+        return self.request(write_single_request(unit, address, value))

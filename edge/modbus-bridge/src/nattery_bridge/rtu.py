@@ -1,19 +1,23 @@
-"""A small asyncio Modbus RTU master over pyserial, built on the shared frame codec.
+"""The bridge's asyncio Modbus RTU master: pymodbus frames, our transport.
 
-Why not pymodbus' async client (modbus-rtu.md §5): it retries and times out on its own terms
-(3 x 3 s defaults), does no pacing, and its chunk handling has regressed before (3.12.x). This master
-owns all of that explicitly:
+pymodbus (3.16.1, pinned) does the protocol: the request and response PDUs
+(``ReadHoldingRegistersRequest``, ``WriteMultipleRegistersRequest`` ...), the RTU framer with its CRC
+(``FramerRTU``), and the decoding of replies, exception responses included. The transport stays ours,
+because what the bridge does better than pymodbus' client lives there (modbus-rtu.md §0, §5):
 
-* one transaction at a time (the caller, :class:`nattery_bridge.bus.Bus`, guarantees it);
-* replies are framed by length (function code + byte count), never by inter-byte gaps, so replies that
-  a USB adapter delivers in 16-byte chunks are fine;
+* one transaction at a time, scheduled by priority (the caller, :class:`nattery_bridge.bus.Bus`);
+  pymodbus' client has a lock, not priorities;
+* replies are framed by length (function code + byte count: ``FramerRTU.handleFrame`` answers "need
+  more bytes" until the last one has arrived), never by inter-byte gaps, so replies that a USB adapter
+  delivers in 16-byte chunks are fine; and a reply still trickling in gets more time per piece;
 * the receive buffer is flushed before every request (stale bytes after a timeout cannot poison the
   next reply);
-* timeout = wire time of request and reply + expected turnaround + margin (a few hundred ms at most);
+* timeout = wire time of request and reply + expected turnaround + margin (a few hundred ms at most),
+  not pymodbus' 3 s x 4 attempts;
 * at most one retry, only for timeouts and CRC errors (an exception reply is an answer);
 * a silence after every transaction, measured from the end of the reply, learned per device
   (:mod:`nattery_bridge.pacing`): it starts at t3.5, the spec's minimum, and backs off only when a
-  request sent right after a reply times out or collides;
+  request sent right after a reply times out or collides; pymodbus sends the next request at once;
 * a port that disappears (USB unplug: the tty vanishes, reads fail with EIO) is closed and reopened on
   the next transaction, no restart needed.
 """
@@ -29,19 +33,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import serial
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.framer import FramerRTU
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
+    WriteMultipleRegistersRequest,
+    WriteMultipleRegistersResponse,
+)
 
 from nattery_contracts.aio import within
-from nattery_contracts.modbus.rtu import (
-    READ_HOLDING,
-    WRITE_MULTIPLE,
-    CrcError,
-    FrameAssembler,
-    FrameError,
-    Response,
-    build_read_request,
-    build_write_multiple_request,
+from nattery_contracts.modbus.timing import (
+    WRITE_RESPONSE_SIZE,
+    bits_per_char,
     frame_time_s,
-    parse_response,
     read_response_size,
     t35_s,
 )
@@ -112,8 +118,15 @@ class Timing:
         return self.wire_s(request_bytes + response_bytes) + 2 * self.t35 + self.turnaround_s + self.margin_s
 
 
-def bits_per_char(bytesize: int, parity: str, stopbits: int) -> int:
-    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+__all__ = ["ModbusError", "RtuMaster", "Timing", "bits_per_char"]
+
+# FC16 carries at most 123 registers (spec); pymodbus' client does not check it (modbus-rtu.md §2)
+MAX_WRITE_REGISTERS = 123
+
+
+def framer() -> FramerRTU:
+    """pymodbus' RTU framer for a master: encodes requests, decodes responses (CRC checked)."""
+    return FramerRTU(DecodePDU(is_server=False))
 
 
 # Observer signature: (kind, start, end, ok, error_kind)
@@ -142,8 +155,9 @@ class RtuMaster:
         self._serial_kwargs = {"bytesize": bytesize, "parity": parity, "stopbits": stopbits}
         self._serial: serial.Serial | None = None
         self._fd: int | None = None
-        self._asm = FrameAssembler("response")
-        self._waiter: asyncio.Future[bytes] | None = None
+        self._framer = framer()
+        self._rx = bytearray()  # the reply received so far
+        self._waiter: asyncio.Future[ModbusPDU] | None = None
         self._last_end = 0.0
         self._last_good_end: float | None = None  # end of the last good reply (monotonic)
         self._pacers: dict[int, AdaptivePacing] = {}
@@ -207,7 +221,7 @@ class RtuMaster:
                 self._serial.close()
         self._serial = None
         self._fd = None
-        self._asm.reset()
+        self._rx.clear()
 
     def _lost(self, err: BaseException) -> None:
         log.warning("serial port %s lost: %s", self.port, err)
@@ -240,34 +254,47 @@ class RtuMaster:
             self._count("stray_bytes")
             return  # nobody waits: dropped by the flush before the next request anyway
         self._last_rx = time.monotonic()
+        self._rx += data
         try:
-            frame = self._asm.feed(data)
-        except FrameError as e:
-            waiter.set_exception(BadFrame(str(e)))
+            used, pdu = self._framer.handleFrame(bytes(self._rx), 0, 0)
+        except ModbusIOException as e:  # CRC right, body pymodbus cannot decode
+            waiter.set_exception(BadFrame(f"undecodable reply {self._rx.hex()}: {e}"))
             return
-        if frame is not None:
-            waiter.set_result(frame)
+        if not used:
+            return  # length (function code + byte count) not reached yet: a chunk, wait for the rest
+        if pdu is None:
+            waiter.set_exception(BadFrame(f"bad CRC in reply {self._rx.hex()}"))
+            return
+        waiter.set_result(pdu)
 
     # ------------------------------------------------------------ transactions
     async def read_holding(self, address: int, count: int, kind: str = "poll") -> list[int]:
-        request = build_read_request(self.unit, address, count)
-        resp = await self._transact(request, read_response_size(count), READ_HOLDING, kind)
-        if len(resp.registers) != count:
-            raise UnexpectedReply(f"asked for {count} registers at {address}, got {len(resp.registers)}")
+        request = ReadHoldingRegistersRequest(address=address, count=count, dev_id=self.unit)
+        resp = await self._transact(request, read_response_size(count), kind)
+        if not isinstance(resp, ReadHoldingRegistersResponse) or len(resp.registers) != count:
+            raise UnexpectedReply(f"asked for {count} registers at {address}, got {resp}")
         return list(resp.registers)
 
     async def write_registers(self, address: int, values: list[int], kind: str = "write") -> None:
-        request = build_write_multiple_request(self.unit, address, values)
-        resp = await self._transact(request, 8, WRITE_MULTIPLE, kind)
-        if resp.address != address or resp.count != len(values):
-            raise UnexpectedReply(f"FC16 echo {resp.address}/{resp.count} != {address}/{len(values)}")
+        if not 1 <= len(values) <= MAX_WRITE_REGISTERS:
+            raise ValueError(f"FC16 writes 1..{MAX_WRITE_REGISTERS} registers, not {len(values)}")
+        if not all(0 <= v <= 0xFFFF for v in values):
+            raise ValueError(f"register values outside 0..65535: {values}")
+        request = WriteMultipleRegistersRequest(address=address, registers=values, dev_id=self.unit)
+        resp = await self._transact(request, WRITE_RESPONSE_SIZE, kind)
+        if not isinstance(resp, WriteMultipleRegistersResponse) or (resp.address, resp.count) != (
+            address,
+            len(values),
+        ):
+            raise UnexpectedReply(f"FC16 echo {resp} != {address}/{len(values)}")
 
-    async def _transact(self, request: bytes, response_len: int, function: int, kind: str) -> Response:
+    async def _transact(self, request: ModbusPDU, response_len: int, kind: str) -> ModbusPDU:
+        frame = self._framer.buildFrame(request)  # raises ValueError for a count pymodbus refuses
         attempts = self.retries + 1
         last: ModbusError | None = None
         for attempt in range(attempts):
             try:
-                return await self._once(request, response_len, function, kind)
+                return await self._once(frame, response_len, request.function_code, kind)
             except (NoResponse, BadFrame) as e:
                 last = e
                 if attempt + 1 < attempts:
@@ -278,7 +305,7 @@ class RtuMaster:
         assert last is not None
         raise last
 
-    async def _once(self, request: bytes, response_len: int, function: int, kind: str) -> Response:
+    async def _once(self, request: bytes, response_len: int, function: int, kind: str) -> ModbusPDU:
         # Pacing: silence after the previous transaction, from the end of its reply.
         pacer = self.pacer()
         wait = self._last_end + pacer.pacing_s - time.monotonic()
@@ -291,7 +318,7 @@ class RtuMaster:
             raise
         assert self._fd is not None
         loop = asyncio.get_running_loop()
-        self._asm.reset()
+        self._rx.clear()
         self._flush_input()
         self._waiter = loop.create_future()
         start = time.monotonic()
@@ -309,7 +336,7 @@ class RtuMaster:
             deadline = start + timeout
             while True:
                 try:
-                    frame = await within(asyncio.shield(self._waiter), max(0.0, deadline - time.monotonic()))
+                    resp = await within(asyncio.shield(self._waiter), max(0.0, deadline - time.monotonic()))
                     break
                 except TimeoutError:
                     # a reply still trickling in (chunked by the adapter) gets more time per piece
@@ -318,16 +345,10 @@ class RtuMaster:
                         deadline = extended
                         continue
                     raise NoResponse(f"no reply within {timeout * 1000:.0f} ms") from None
-            try:
-                resp = parse_response(frame)
-            except CrcError as e:
-                raise BadFrame(str(e)) from e
-            except FrameError as e:
-                raise BadFrame(str(e)) from e
-            if resp.unit != self.unit or resp.function != function:
-                raise UnexpectedReply(f"reply from unit {resp.unit} FC{resp.function:02}")
-            if resp.exception is not None:
-                raise ExceptionReply(function, int(resp.exception))
+            if resp.dev_id != self.unit or resp.function_code & 0x7F != function:
+                raise UnexpectedReply(f"reply from unit {resp.dev_id} FC{resp.function_code & 0x7F:02}")
+            if isinstance(resp, ExceptionResponse):
+                raise ExceptionReply(function, resp.exception_code)
             ok = True
             self.last_success = time.monotonic()
             self._last_good_end = self.last_success

@@ -1,4 +1,4 @@
-"""Modbus register maps, decoding/encoding, block grouping and RTU framing. Pure: no I/O.
+"""Modbus register maps, decoding/encoding, block grouping and RTU line timing. Pure: no I/O.
 
 Used by ``edge/inverter-sim`` (serves the registers) and ``edge/modbus-bridge`` (polls and writes
 them). The register map is data, defined once, in ``maps/*.yaml`` inside this package.
@@ -38,29 +38,22 @@ Register maps (``registers.py``)
 ``decode_point(point, words)``, ``bitfield_codes(point, words)``,
 ``store_value(point, value, registers: MutableMapping[int, int])`` (used by the simulator).
 
-RTU framing (``rtu.py``)
-------------------------
-``crc16(data) -> int`` (CRC-16/Modbus, table-driven; low byte first on the wire), ``with_crc``,
-``check_crc``. Builders: ``build_read_request(unit, address, count)`` (FC03),
-``build_read_response``, ``build_write_single_request`` / ``_response`` (FC06, echo),
-``build_write_multiple_request(unit, address, values)`` (FC16, 1..123 words),
-``build_write_multiple_response``, ``build_exception_response(unit, function, code)``.
-Parsers: ``parse_request(frame) -> Request``, ``parse_response(frame) -> Response`` (raise
-``CrcError``/``FrameError``; ``Response.exception`` is an ``ExceptionCode`` for exception replies).
-Incremental: ``FrameAssembler("response"|"request").feed(bytes) -> bytes | None`` returns a frame as
-soon as its last byte arrives (length from function code and byte count), or use
-``expected_response_length(buf)`` / ``expected_request_length(buf)`` directly.
-Timing: ``frame_time_s(n_bytes, baud, bits_per_char=10)``, ``t35_s(baud)`` (1.75 ms above 19200),
-``t15_s(baud)``, ``transaction_time_s(req_bytes, resp_bytes, baud)``, ``read_response_size(n)``.
+Line timing (``timing.py``)
+---------------------------
+``frame_time_s(n_bytes, baud, bits_per_char=10)``, ``t35_s(baud)`` (1.75 ms above 19200),
+``t15_s(baud)``, ``transaction_time_s(req_bytes, resp_bytes, baud)``, ``read_response_size(n)``
+(5 + 2N), ``write_request_size(n)`` (9 + 2N), ``READ_REQUEST_SIZE``, ``WRITE_RESPONSE_SIZE``,
+``EXCEPTION_RESPONSE_SIZE``, ``bits_per_char(bytesize, parity, stopbits)``.
 
-Example (bridge side)::
+The frames themselves (PDUs, the RTU framer, CRC) are pymodbus' in the bridge and the simulator;
+this package does not depend on it.
+
+Example (bridge side, frames by pymodbus)::
 
     rmap = load_profile("deye-sunsynk-1ph")
     for blk in group_blocks(rmap.in_group("fast"), max_gap=16):
-        port.write(build_read_request(1, blk.start, blk.count))
-        asm = FrameAssembler("response")
-        while (frame := asm.feed(port.read(64))) is None: ...
-        values = decode(rmap, blk.start, parse_response(frame).registers)
+        registers = await master.read_holding(blk.start, blk.count)   # nattery_bridge.rtu
+        values = decode(rmap, blk.start, registers)
     words = encode(rmap["battery_max_discharge_current_a"], 0)   # -> [0], write with FC16 at 211
 """
 
@@ -92,73 +85,39 @@ from nattery_contracts.modbus.registers import (
     parse_profile,
     store_value,
 )
-from nattery_contracts.modbus.rtu import (
-    READ_HOLDING,
-    READ_INPUT,
-    WRITE_MULTIPLE,
-    WRITE_SINGLE,
-    CrcError,
-    ExceptionCode,
-    FrameAssembler,
-    FrameError,
-    Request,
-    Response,
-    build_exception_response,
-    build_read_request,
-    build_read_response,
-    build_write_multiple_request,
-    build_write_multiple_response,
-    build_write_single_request,
-    build_write_single_response,
-    check_crc,
-    crc16,
-    expected_request_length,
-    expected_response_length,
+from nattery_contracts.modbus.timing import (
+    EXCEPTION_RESPONSE_SIZE,
+    READ_REQUEST_SIZE,
+    WRITE_RESPONSE_SIZE,
+    bits_per_char,
     frame_time_s,
-    parse_request,
-    parse_response,
     read_response_size,
     t15_s,
     t35_s,
     transaction_time_s,
-    with_crc,
+    write_request_size,
 )
 
 __all__ = [
     "DEFAULT_MAX_GAP",
+    "EXCEPTION_RESPONSE_SIZE",
     "MAX_READ_REGISTERS",
     "MAX_WRITE_REGISTERS",
-    "READ_HOLDING",
-    "READ_INPUT",
-    "WRITE_MULTIPLE",
-    "WRITE_SINGLE",
+    "READ_REQUEST_SIZE",
+    "WRITE_RESPONSE_SIZE",
     "Access",
     "Block",
-    "CrcError",
     "EncodeError",
-    "ExceptionCode",
-    "FrameAssembler",
-    "FrameError",
     "Group",
     "Kind",
     "Point",
     "RegisterMap",
     "RegisterMapError",
-    "Request",
-    "Response",
     "WordOrder",
     "available_profiles",
     "bitfield_codes",
-    "build_exception_response",
-    "build_read_request",
-    "build_read_response",
-    "build_write_multiple_request",
-    "build_write_multiple_response",
-    "build_write_single_request",
-    "build_write_single_response",
-    "check_crc",
+    "bits_per_char",
     "check_range",
-    "crc16",
     "decode",
     "decode_faults",
     "decode_point",
@@ -166,18 +125,14 @@ __all__ = [
     "encode",
     "encode_faults",
     "encode_text",
-    "expected_request_length",
-    "expected_response_length",
     "frame_time_s",
     "group_blocks",
     "load_profile",
     "parse_profile",
-    "parse_request",
-    "parse_response",
     "read_response_size",
     "store_value",
     "t15_s",
     "t35_s",
     "transaction_time_s",
-    "with_crc",
+    "write_request_size",
 ]
