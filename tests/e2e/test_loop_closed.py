@@ -121,8 +121,9 @@ def fetch_prices_now() -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="passed in its author's runs and in the first clean-clone run of 2026-12-07, failed in the "
-    "second (the battery did not start charging within 60 s); cause not found, see that session's closing note",
+    reason="the battery not charging within 60 s is fixed (set_schedule sent before the bridge had ever "
+    "connected; now redelivered when it comes online); the next step still failed once under load: no "
+    "charged one-minute slot in /schedule/compare within 75 s (trading's actuals; cause not found)",
 )
 async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_issuer: TestIssuer) -> None:
     from nattery_integration.replay.runner import ReplayServer

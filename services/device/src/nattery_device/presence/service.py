@@ -58,6 +58,11 @@ class PresenceService:
         self._stale_after_s = stale_after_s
         # Called (in the background) when a device goes online: the command path redelivers to it.
         self._on_online = on_online
+        # Went online, first telemetry not seen yet. The bridge announces itself (state "online")
+        # before it subscribes to its commands, and publishes telemetry only after: a redelivery
+        # triggered by the state alone can reach the broker before the subscription does, so the
+        # first telemetry after it triggers one more (the bridge runs a command id once).
+        self._confirm_online: set[uuid.UUID] = set()
         self._status: dict[uuid.UUID, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._latest_every_s = latest_every_s
@@ -97,6 +102,10 @@ class PresenceService:
                 newest[entry.id] = item
         if time.monotonic() >= self._flush_due:
             await self.flush_latest()
+        if self._confirm_online:
+            for device_id in self._confirm_online.intersection(newest):
+                self._confirm_online.discard(device_id)
+                self._spawn_came_online(device_id)
         try:
             by_org: dict[uuid.UUID, list[Sample]] = {}
             for entry, sample in newest.values():
@@ -241,9 +250,8 @@ class PresenceService:
         if self._relay is not None:
             self._relay.poke()
         if status is DeviceStatus.ONLINE and self._on_online is not None:
-            task = asyncio.create_task(self._came_online(entry.id))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._confirm_online.add(entry.id)
+            self._spawn_came_online(entry.id)
         try:
             await self._redis.hset(
                 latest_key(entry.id), mapping={"status": status.value, "status_at": at.isoformat()}
@@ -263,6 +271,11 @@ class PresenceService:
         except Exception as err:
             log.warning("status of %s stored, but redis/stream update failed: %r", entry.id, err)
         return True
+
+    def _spawn_came_online(self, device_id: uuid.UUID) -> None:
+        task = asyncio.create_task(self._came_online(device_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _came_online(self, device_id: uuid.UUID) -> None:
         assert self._on_online is not None
