@@ -102,11 +102,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ensure_site_user() -> None:
-    subprocess.run(["mosquitto_passwd", "-b", str(REPO / "var/mosquitto/passwd"), SITE, SITE_PW], check=True)
-    with contextlib.suppress(Exception):
-        os.kill(int((REPO / "var/mosquitto/mosquitto.pid").read_text().strip()), signal.SIGHUP)
-    time.sleep(0.3)
+# The broker's directory (password file, pid file): the project's, or the one the tests are told to use.
+MOSQUITTO_DIR = Path(os.environ.get("NATTERY_TEST_MOSQUITTO_DIR", str(REPO / "var" / "mosquitto")))
+
+
+async def _login_accepted() -> bool:
+    try:
+        async with aiomqtt.Client(
+            HOST, PORT, username=SITE, password=SITE_PW, identifier=f"{SITE}.probe-{uuid.uuid4().hex[:8]}"
+        ):
+            return True
+    except aiomqtt.MqttError:
+        return False
+
+
+def ensure_site_user(timeout_s: float = 15.0) -> None:
+    """The bench site's MQTT user in the broker's password file, and the broker accepting its login."""
+    subprocess.run(["mosquitto_passwd", "-b", str(MOSQUITTO_DIR / "passwd"), SITE, SITE_PW], check=True)
+    deadline = time.monotonic() + timeout_s
+    while not asyncio.run(_login_accepted()):  # reload until the login works (a SIGHUP can be lost)
+        with contextlib.suppress(Exception):
+            os.kill(int((MOSQUITTO_DIR / "mosquitto.pid").read_text().strip()), signal.SIGHUP)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker refuses {SITE!r}; is {MOSQUITTO_DIR} the running broker's?")
+        time.sleep(0.2)
 
 
 class Rig:
