@@ -46,6 +46,13 @@ async def mark(conn: AsyncConnection[Any], delivery_row: int, status: str, error
     )
 
 
+async def mark_many(conn: AsyncConnection[Any], delivery_rows: list[int], status: str) -> None:
+    await conn.execute(
+        "UPDATE webhook_deliveries SET status = %s, last_error = NULL, lease_until = NULL WHERE id = ANY(%s)",
+        (status, delivery_rows),
+    )
+
+
 async def retry_later(conn: AsyncConnection[Any], delivery_row: int, delay_s: float, error: str) -> None:
     await conn.execute(
         "UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => %s), last_error = %s "

@@ -126,7 +126,13 @@ class WebhookService:
 
     async def store(self, provider: str, delivery_id: str, signed_at: datetime, body: bytes) -> Accepted:
         async with self.pool.connection() as conn:
-            row_id = await repository.store(conn, provider, delivery_id, signed_at, body)
+            # One statement, committed on its own: one round trip to PostgreSQL instead of three
+            # (BEGIN, INSERT, COMMIT); it is as durable (the 200 still waits for the commit).
+            await conn.set_autocommit(True)
+            try:
+                row_id = await repository.store(conn, provider, delivery_id, signed_at, body)
+            finally:
+                await conn.set_autocommit(False)  # the pool's other users expect transactions
         duplicate = row_id is None
         WEBHOOKS_RECEIVED.labels(provider, "duplicate" if duplicate else "accepted").inc()
         if not duplicate:
@@ -163,17 +169,19 @@ class WebhookService:
         """Claim up to a batch of pending deliveries and handle them; returns how many were claimed."""
         async with self.pool.connection() as conn:
             rows = await repository.claim(conn, self.settings.lease_s, self._batch)
-        for row in rows:
-            await self._handle(WebhookDelivery(**row))
+        deliveries = [WebhookDelivery(**row) for row in rows]
+        unhandled = [d for d in deliveries if d.provider not in self.handlers]
+        if unhandled:  # kept for when a handler comes; one statement for the batch
+            async with self.pool.connection() as conn:
+                await repository.mark_many(conn, [d.id for d in unhandled], "unhandled")
+            for d in unhandled:
+                WEBHOOKS_PROCESSED.labels(d.provider, "unhandled").inc()
+        for delivery in deliveries:
+            if delivery.provider in self.handlers:
+                await self._handle(delivery, self.handlers[delivery.provider])
         return len(rows)
 
-    async def _handle(self, delivery: WebhookDelivery) -> None:
-        handler = self.handlers.get(delivery.provider)
-        if handler is None:
-            async with self.pool.connection() as conn:
-                await repository.mark(conn, delivery.id, "unhandled")
-            WEBHOOKS_PROCESSED.labels(delivery.provider, "unhandled").inc()
-            return
+    async def _handle(self, delivery: WebhookDelivery, handler: WebhookHandler) -> None:
         try:
             await handler(delivery)
         except asyncio.CancelledError:
