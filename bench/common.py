@@ -10,17 +10,39 @@ measured on this machine); ``target`` is the bar it must clear, when there is on
 
 Scripts in bench/ import this as ``from common import emit, percentile`` (the script's folder is first on
 ``sys.path`` when run as ``python bench/x.py``).
+
+Benchmarks that run our services as real processes start, watch and stop them with
+:class:`ServiceProcess` (output in ``var/log/<log_name>.log``, ready when ``/readyz`` answers 200, an
+exit while waiting raises and names the log, SIGTERM then SIGKILL), and read their CPU with
+:func:`proc_cpu_s` / :func:`children`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
+import signal
+import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["emit", "note", "percentile"]
+__all__ = [
+    "REPO",
+    "ServiceProcess",
+    "children",
+    "emit",
+    "note",
+    "percentile",
+    "proc_cpu_s",
+    "stop_all",
+]
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _finite(value: Any) -> Any:
@@ -75,3 +97,127 @@ def percentile(values: Iterable[float], pct: float, *, missing: int = 0) -> floa
         raise ValueError("percentile of no samples")
     rank = math.ceil(pct / 100 * len(ordered))  # 1-based
     return ordered[max(1, rank) - 1]
+
+
+# --- our services as real processes -----------------------------------------------------------------
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (a multi-process server's workers)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    kids = [int(p) for p in out]
+    return kids + [g for k in kids for g in children(k)]
+
+
+class ServiceProcess:
+    """One process of ours under a benchmark, e.g.
+    ``ServiceProcess([sys.executable, "-m", "nattery_integration", "serve"], env, "bench-integration",
+    port=port)``: ``start()``, ``await wait_ready()``, then ``stop()`` (also on errors: use it as a
+    context manager). stdout and stderr go to ``var/log/<log_name>.log`` (appended)."""
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        env: Mapping[str, str],
+        log_name: str,
+        *,
+        port: int | None = None,
+        stop_timeout_s: float = 20.0,
+    ) -> None:
+        self.cmd = list(cmd)
+        self.env = dict(env)
+        self.log_name = log_name
+        self.port = port
+        self.stop_timeout_s = stop_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return REPO / "var/log" / f"{self.log_name}.log"
+
+    @property
+    def base_url(self) -> str:
+        assert self.port is not None, "a process without a port has no URL"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def start(self) -> ServiceProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=out, stderr=out, cwd=REPO)
+        return self
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def check_running(self) -> None:
+        if self.exited():
+            assert self.proc is not None
+            raise RuntimeError(
+                f"{self.log_name} exited with {self.proc.returncode} (see {self.log_path.relative_to(REPO)})"
+            )
+
+    async def wait_ready(
+        self, *, timeout_s: float = 60.0, also: Callable[[], Awaitable[bool]] | None = None
+    ) -> None:
+        """Until ``GET /readyz`` answers 200 (and ``also()`` is true, when given)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as http:
+            while time.monotonic() < deadline:
+                self.check_running()
+                try:
+                    if (await http.get("/readyz")).status_code == 200 and (also is None or await also()):
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.log_name} not ready within {timeout_s:g} s (see {self.log_path})")
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the process and its children so far."""
+        return sum(proc_cpu_s(p) for p in [self.pid, *children(self.pid)])
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting (see :func:`stop_all`)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout_s``; a no-op when not started or already gone."""
+        if self.proc is None:
+            return
+        self.terminate()
+        try:
+            self.proc.wait(self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            note("bench", f"{self.log_name} did not stop on SIGTERM within {self.stop_timeout_s:g} s: killed")
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def stop_all(processes: Iterable[ServiceProcess | None]) -> None:
+    """SIGTERM to every process at once, then wait for each (SIGKILL after its timeout)."""
+    alive = [p for p in processes if p is not None]
+    for p in alive:
+        p.terminate()
+    for p in alive:
+        p.stop()

@@ -3,11 +3,15 @@
 - ``integration.webhook_accept_p99_ms``: a signed Standard Webhooks delivery (HMAC-SHA256 over the raw
   body) POSTed to ``/webhooks/{provider}`` until its 200, which the service sends only once the delivery
   is stored in PostgreSQL. Offered open-loop at ``--rate`` deliveries/s (default 500) for ``--seconds``
-  (default 10): each delivery has its scheduled send time, and its latency counts from that time, so a
-  server that falls behind shows it (no coordinated omission). The service runs as its own process
-  (``nattery-integration serve``, uvicorn, one worker) against the local test PostgreSQL/Redis/RabbitMQ,
-  with its webhook worker on (deliveries are processed, as unhandled, while the load runs) and its
-  scheduled jobs off. The achieved rate (200s per second of the run) is printed beside it.
+  (default 10) by ``--senders`` processes (default 2) over ``--connections`` keep-alive connections
+  (default 64): each delivery has its due time, and its latency counts from that time, so a server that
+  falls behind shows it (no coordinated omission); ``sender_late_p99_ms`` says how late the senders
+  themselves wrote (a client that cannot keep up shows there, not in the service's figure). The
+  service runs as its own process (``nattery-integration serve``, uvicorn; ``WEB_CONCURRENCY`` workers,
+  1 unless set) against the local test PostgreSQL/Redis/RabbitMQ, with its webhook worker on
+  (deliveries are processed, as unhandled, while the load runs) and its scheduled jobs off. Beside it:
+  the achieved rate (accepted 200s per second from the first due time to the last answer), and the CPU
+  per delivery of the service and of the senders.
 - ``integration.prices_to_schedules_s``: the production path from a provider to the fleet's schedules.
   ``--sites`` (1,000) trading sites configured on Octopus Agile region J (bench/trading.py's
   ``setup_fleet_db`` in database ``nattery_bench_integration``, which also holds this service's schema),
@@ -20,8 +24,8 @@
 
 The whole run holds the test-servers lock (the test RabbitMQ vhost, Redis and ``nattery_test``).
 
-    uv run python bench/integration.py [--rate 500] [--seconds 10] [--sites 1000] [--workers 2]
-        [--only webhooks|prices]
+    uv run python bench/integration.py [--rate 500] [--seconds 10] [--senders 2] [--connections 64]
+        [--sites 1000] [--workers 2] [--only webhooks|prices]
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -45,7 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from common import emit, note, percentile
+from common import ServiceProcess, emit, note, percentile, stop_all
 
 from nattery_shared import migrations
 from nattery_shared.testing import TEST_PG_DSN, TEST_RABBIT_URL, free_port, lock_test_servers, test_env
@@ -72,54 +76,125 @@ def signed(body: bytes) -> dict[str, str]:
     }
 
 
-async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"integration service exited with {proc.returncode}")
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("integration service not ready within 60 s")
+# --- the open-loop sender ------------------------------------------------------------------------
+# Each sender process owns every ``senders``-th delivery of the schedule (delivery i is due at
+# start + i / rate) and a few keep-alive HTTP/1.1 connections. It sends a delivery at its due time on a
+# free connection (a delivery that finds none waits for one, and that wait counts: latency runs from
+# the due time). The client is a few lines over asyncio streams on uvloop, not httpx: at 500/s httpx
+# in one process cost more CPU than the service (see services/integration/README.md "Benchmarks").
+@dataclass
+class SenderResult:
+    latencies_s: list[float] = field(default_factory=list)  # due time -> 200 "accepted" read
+    late_s: list[float] = field(default_factory=list)  # due time -> request written (the sender's lag)
+    failures: dict[str, int] = field(default_factory=dict)
+    last_answer: float = 0.0  # time.monotonic() of the last answer
+    cpu_s: float = 0.0
 
 
-async def offer(base: str, rate: float, seconds: float) -> tuple[list[float], int, float]:
-    """(latencies in s of the 200s, failures, achieved 200s per s)."""
-    total = int(rate * seconds)
+def _request(path: str, host: str, body: bytes) -> bytes:
+    headers = signed(body)
+    lines = [f"POST {path} HTTP/1.1", f"host: {host}", f"content-length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def _send_share(
+    port: int, start: float, rate: float, total: int, index: int, senders: int, connections: int
+) -> SenderResult:
+    out = SenderResult()
     body = json.dumps({"type": "dispatch.created", "data": {"site": "bench", "power_kw": 3.5}}).encode()
-    latencies: list[float] = []
-    failures = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
-        # warm the connection pool and the service (not measured)
-        await asyncio.gather(
-            *(client.post("/webhooks/bench", content=body, headers=signed(body)) for _ in range(50))
-        )
-        start = time.perf_counter() + 0.2
+    free: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        free.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    host = f"127.0.0.1:{port}"
+    loop = asyncio.get_running_loop()
 
-        async def one(i: int) -> None:
-            nonlocal failures
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                response = await client.post("/webhooks/bench", content=body, headers=signed(body))
-            except httpx.HTTPError:
-                failures += 1
-                return
-            if response.status_code == 200 and response.json().get("status") == "accepted":
-                latencies.append(time.perf_counter() - scheduled)
-            else:
-                failures += 1
+    async def one(due: float) -> None:
+        reader, writer = await free.get()
+        try:
+            writer.write(_request("/webhooks/bench", host, body))
+            out.late_s.append(time.monotonic() - due)
+            status, answer = await _answer(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+            out.failures[type(err).__name__] = out.failures.get(type(err).__name__, 0) + 1
+            writer.close()
+            free.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+            return
+        now = time.monotonic()
+        out.last_answer = max(out.last_answer, now)
+        free.put_nowait((reader, writer))
+        if status == 200 and b'"accepted"' in answer:
+            out.latencies_s.append(now - due)
+        else:
+            out.failures[f"HTTP {status}"] = out.failures.get(f"HTTP {status}", 0) + 1
 
-        await asyncio.gather(*(one(i) for i in range(total)))
-        elapsed = time.perf_counter() - start
-    return latencies, failures, len(latencies) / elapsed
+    tasks = []
+    for i in range(index, total, senders):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not free.empty():
+        _, writer = free.get_nowait()
+        writer.close()
+    out.cpu_s = time.process_time()
+    return out
+
+
+def _sender_process(conn: Any, port: int, start: float, rate: float, total: int, index: int, senders: int,
+                    connections: int) -> None:  # fmt: skip
+    import uvloop
+
+    conn.send(uvloop.run(_send_share(port, start, rate, total, index, senders, connections)))
+    conn.close()
+
+
+def offer(port: int, rate: float, seconds: float, senders: int, connections: int) -> dict[str, Any]:
+    """Offer ``rate`` signed deliveries/s for ``seconds`` from ``senders`` processes (open loop)."""
+    import multiprocessing
+
+    total = int(rate * seconds)
+    ctx = multiprocessing.get_context("fork")
+    start = time.monotonic() + 1.0  # every sender connected and waiting before the first due time
+    pipes, procs = [], []
+    for index in range(senders):
+        mine, theirs = ctx.Pipe(duplex=False)
+        args = (theirs, port, start, rate, total, index, senders, max(1, connections // senders))
+        proc = ctx.Process(target=_sender_process, args=args, daemon=True)
+        proc.start()
+        pipes.append(mine)
+        procs.append(proc)
+    results: list[SenderResult] = [p.recv() for p in pipes]
+    for proc in procs:
+        proc.join(10)
+    latencies = [x for r in results for x in r.latencies_s]
+    late = [x for r in results for x in r.late_s]
+    failures: dict[str, int] = {}
+    for r in results:
+        for k, v in r.failures.items():
+            failures[k] = failures.get(k, 0) + v
+    span = max((r.last_answer for r in results), default=start) - start
+    return {
+        "latencies": latencies,
+        "failures": failures,
+        "achieved_per_s": len(latencies) / span if span > 0 else 0.0,
+        "sender_late_p99_ms": round(percentile(late, 99) * 1000, 2) if late else None,
+        "sender_cpu_s": round(sum(r.cpu_s for r in results), 2),
+        "deliveries": total,
+    }
 
 
 def bench_webhooks(args: argparse.Namespace) -> None:
@@ -136,39 +211,38 @@ def bench_webhooks(args: argparse.Namespace) -> None:
         "NATTERY_INTEGRATION__JOBS__ENABLED": "false",
         "NATTERY_INTEGRATION__REDIS_PREFIX": f"nattery:integration:bench-{uuid.uuid4().hex[:6]}:",
     }
-    note("integration", f"starting nattery-integration on port {port}")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nattery_integration", "serve"], env=env, stdout=subprocess.DEVNULL
+    service = ServiceProcess(
+        [sys.executable, "-m", "nattery_integration", "serve"], env, "bench-integration-webhooks", port=port
     )
-    base = f"http://127.0.0.1:{port}"
-
-    async def measure() -> tuple[list[float], int, float]:
-        await wait_ready(base, proc)
-        note("integration", f"offering {args.rate:g} signed deliveries/s for {args.seconds:g} s")
-        return await offer(base, args.rate, args.seconds)
-
-    try:
-        latencies, failures, achieved = asyncio.run(measure())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    offered = int(args.rate * args.seconds)
+    with service:
+        asyncio.run(service.wait_ready())
+        warm = offer(port, 100, 1, 1, 8)  # imports, pool connections, JIT-free but cold caches: not measured
+        note("integration", f"warm-up: {len(warm['latencies'])} accepted; offering {args.rate:g}/s")
+        cpu0, t0 = service.cpu_s(), time.monotonic()
+        r = offer(port, args.rate, args.seconds, args.senders, args.connections)
+        service_cpu_s = service.cpu_s() - cpu0
+        wall_s = time.monotonic() - t0
+    latencies, failures = r["latencies"], sum(r["failures"].values())
     measured = bool(latencies or failures)
     emit(
         "integration.webhook_accept_p99_ms",
         round(percentile(latencies, 99, missing=failures) * 1000, 2) if measured else None,
         "ms",
         target=f"<= {TARGET_MS:g} ms at {args.rate:g}/s",
-        reference="signed delivery to 200 (stored in PostgreSQL); latency from the scheduled send time",
+        reference="signed delivery to 200 (stored in PostgreSQL); latency from the scheduled send time "
+        f"(open loop, {args.senders} sender processes, {args.connections} keep-alive connections)",
         offered_per_s=args.rate,
-        achieved_per_s=round(achieved, 1),
-        deliveries=offered,
+        achieved_per_s=round(r["achieved_per_s"], 1),
+        deliveries=r["deliveries"],
         failures=failures,
+        failure_kinds=r["failures"],
         p50_ms=round(percentile(latencies, 50) * 1000, 2) if latencies else None,
         p999_ms=round(percentile(latencies, 99.9, missing=failures) * 1000, 2) if measured else None,
+        sender_late_p99_ms=r["sender_late_p99_ms"],
+        service_cpu_ms_per_delivery=round(1000 * service_cpu_s / max(1, r["deliveries"]), 3),
+        service_cpu_share=round(service_cpu_s / wall_s, 2),
+        sender_cpu_ms_per_delivery=round(1000 * r["sender_cpu_s"] / max(1, r["deliveries"]), 3),
+        uvicorn_workers=int(env.get("WEB_CONCURRENCY", "1") or 1),
     )
 
 
@@ -179,13 +253,6 @@ def _end_of_agile_day(now: datetime) -> datetime:
     local = now.astimezone(LONDON)
     day = (local + timedelta(hours=1)).date()  # the window of day D starts at 23:00 on D-1
     return datetime.combine(day, clock_time(23, 0), LONDON).astimezone(UTC)
-
-
-def _start(cmd: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
-    log = ROOT / "var/log"
-    log.mkdir(parents=True, exist_ok=True)
-    out = (log / f"{log_name}.log").open("ab")
-    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=ROOT)
 
 
 async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[str, Any]:
@@ -223,16 +290,18 @@ async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[
     }
     queue_name = f"bench.integration.site_plans.{os.getpid()}"
     fleet = trading.TradingProcesses(workers, queue_name, PRICES_DB, "bench-integration-trading")
-    service: subprocess.Popen[bytes] | None = None
-    replay = _start(
+    service = ServiceProcess(
+        [sys.executable, "-m", "nattery_integration", "serve"], env, "bench-integration-service", port=port
+    )
+    replay = ServiceProcess(
         [sys.executable, "-m", "nattery_integration.replay", "--port", str(replay_port)],
         {**os.environ},
         "bench-integration-replay",
-    )
+    ).start()
     try:
         connection = await aio_pika.connect_robust(TEST_RABBIT_URL)
     except BaseException:
-        replay.terminate()
+        replay.stop()
         raise
     try:
         channel = await connection.channel()
@@ -281,16 +350,13 @@ async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[
                     r = await http.post("/_replay/octopus", json={"published_until": until})
                     if r.status_code == 200:
                         break
-                if replay.poll() is not None:
-                    raise RuntimeError("the replay server exited (var/log/bench-integration-replay.log)")
+                replay.check_running()
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError("the replay server did not start")
         await fleet.wait_ready(consumers)
-        service = _start(
-            [sys.executable, "-m", "nattery_integration", "serve"], env, "bench-integration-service"
-        )
-        await wait_ready(f"http://127.0.0.1:{port}", service)
+        service.start()
+        await service.wait_ready()
         org = uuid.uuid4()
         async with await psycopg.AsyncConnection.connect(dsn, options="-c search_path=integration") as conn:
             await connections.insert(
@@ -323,16 +389,9 @@ async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[
             note("integration", f"only {len(seen)} of {n} schedules after 600 s")
         end = time.monotonic()
     finally:
-        if service is not None and service.poll() is None:
-            service.terminate()
+        service.terminate()
         fleet.stop()
-        replay.terminate()
-        for p in (service, replay):
-            if p is not None:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all([service, replay])
         with contextlib.suppress(Exception):
             ch = await connection.channel()
             for q in (queue_name, f"{queue_name}.dlq"):
@@ -390,6 +449,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("webhooks", "prices"))
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--senders", type=int, default=2, help="sender processes of the webhook load")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections in all")
     parser.add_argument("--sites", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="planning processes (service + fleet-worker)")
     parser.add_argument("--history-days", type=int, default=28)
