@@ -5,8 +5,9 @@
   is stored in PostgreSQL. Offered open-loop at ``--rate`` deliveries/s (default 500) for ``--seconds``
   (default 10) by ``--senders`` processes (default 2) over ``--connections`` keep-alive connections
   (default 64): each delivery has its due time, and its latency counts from that time, so a server that
-  falls behind shows it (no coordinated omission); ``sender_late_p99_ms`` says how late the senders
-  themselves wrote (a client that cannot keep up shows there, not in the service's figure). The
+  falls behind shows it (no coordinated omission); ``sender_late_p99_ms`` is due time -> request
+  written, waiting for a free connection included (so a slow service raises it too: read it with the
+  senders' CPU per delivery, which shows a client that cannot keep up). The
   service runs as its own process (``nattery-integration serve``, uvicorn; ``WEB_CONCURRENCY`` workers,
   1 unless set) against the local test PostgreSQL/Redis/RabbitMQ, with its webhook worker on
   (deliveries are processed, as unhandled, while the load runs) and its scheduled jobs off. Beside it:
@@ -85,7 +86,7 @@ def signed(body: bytes) -> dict[str, str]:
 @dataclass
 class SenderResult:
     latencies_s: list[float] = field(default_factory=list)  # due time -> 200 "accepted" read
-    late_s: list[float] = field(default_factory=list)  # due time -> request written (the sender's lag)
+    late_s: list[float] = field(default_factory=list)  # due time -> written (free-connection wait included)
     failures: dict[str, int] = field(default_factory=dict)
     last_answer: float = 0.0  # time.monotonic() of the last answer
     cpu_s: float = 0.0
