@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from nattery_contracts.events import CloudEvent
@@ -122,3 +123,32 @@ async def test_prune_deletes_old_ids_only(scratch_pool: Any) -> None:
     async with scratch_pool.connection() as conn:
         cur = await conn.execute("SELECT event_id FROM processed_events")
         assert [r["event_id"] for r in await cur.fetchall()] == [new]
+
+
+def test_a_new_service_migration_creates_both_tables_with_the_helpers(
+    scratch_schema: str, tmp_path: Path
+) -> None:
+    """What analytics or alerts writes in its first migration, run by the kit's alembic runner."""
+    from nattery_shared import migrations
+    from nattery_shared.testing import TEST_PG_DSN
+
+    (tmp_path / "versions").mkdir()
+    (tmp_path / "env.py").write_text("from nattery_shared.migrations import run_env\n\nrun_env()\n")
+    (tmp_path / "versions" / "0001_kit.py").write_text(
+        'revision = "0001"\ndown_revision = None\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n"
+        "    from nattery_shared.dedup import create_processed_events_table\n"
+        "    from nattery_shared.outbox import create_outbox_table\n\n"
+        "    create_processed_events_table()\n"
+        "    create_outbox_table()\n"
+    )
+    migrations.upgrade(tmp_path, TEST_PG_DSN, scratch_schema)
+    assert migrations.current_revision(tmp_path, TEST_PG_DSN, scratch_schema) == "0001"
+    with psycopg.connect(TEST_PG_DSN) as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (scratch_schema,)
+            )
+        }
+    assert {"processed_events", "outbox", "alembic_version"} <= tables
