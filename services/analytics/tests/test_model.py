@@ -21,7 +21,7 @@ from nattery_analytics.forecasts.model import (
 )
 
 ZONE = ZoneInfo(HOUSEHOLD_TIMEZONE)
-CONFIG = ModelConfig(n_estimators=80)  # fewer trees than production: the test's budget is seconds
+CONFIG = ModelConfig()
 
 
 @pytest.fixture(scope="module")

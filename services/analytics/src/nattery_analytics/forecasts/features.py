@@ -38,6 +38,8 @@ FEATURES: tuple[str, ...] = (
     "mean_24h_before_issue_kw",
     "mean_7d_before_issue_kw",
     "mean_2h_before_issue_kw",
+    "base_load_7d_before_issue_kw",  # 10th percentile: the standby load, low when the house is empty
+    "high_load_7d_before_issue_kw",  # 90th percentile
     "temperature_c",  # at the slot (a weather forecast), NaN when the site has none
 )
 
@@ -96,6 +98,16 @@ def _window_mean(load: FloatArray, lo: int, hi: int) -> float:
     return float(known.mean()) if known.size else float("nan")
 
 
+def _window_percentiles(load: FloatArray, lo: int, hi: int, qs: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = max(lo, 0), min(hi, len(load))
+    window = load[lo:hi] if hi > lo else load[:0]
+    known = window[~np.isnan(window)]
+    if not known.size:
+        return float("nan"), float("nan")
+    low, high = np.percentile(known, qs)
+    return float(low), float(high)
+
+
 def _take(values: FloatArray, idx: IntArray, available_before: int) -> FloatArray:
     """``values[idx]`` where ``0 <= idx < available_before``, NaN elsewhere."""
     ok = (idx >= 0) & (idx < min(available_before, len(values)))
@@ -146,6 +158,7 @@ def day_ahead_rows(
     level_24h = _window_mean(load, known_before - SLOTS_PER_DAY, known_before)
     level_7d = _window_mean(load, known_before - SLOTS_PER_DAY * 7, known_before)
     level_2h = _window_mean(load, known_before - 4, known_before)
+    base_7d, high_7d = _window_percentiles(load, known_before - SLOTS_PER_DAY * 7, known_before, (10, 90))
     if history.temperature_c is not None:
         temperature = _take(history.temperature_c, idx, len(history.temperature_c))
     else:
@@ -164,6 +177,8 @@ def day_ahead_rows(
         np.full(n, level_24h),
         np.full(n, level_7d),
         np.full(n, level_2h),
+        np.full(n, base_7d),
+        np.full(n, high_7d),
         temperature,
     ]
     return idx, np.column_stack(columns)
