@@ -33,7 +33,10 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 FROM python:3.11-slim AS runtime
 ARG PORT
-RUN groupadd --system --gid 10001 nattery \
+# libgomp1: LightGBM's OpenMP runtime (analytics' load forecasts); small enough to share one recipe.
+RUN apt-get update && apt-get install --yes --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 nattery \
     && useradd --system --uid 10001 --gid nattery --home-dir /app --shell /usr/sbin/nologin nattery
 COPY --from=build --chown=nattery:nattery /app/.venv /app/.venv
 ENV PATH="/app/.venv/bin:$PATH" \
