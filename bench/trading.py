@@ -586,7 +586,7 @@ async def _breakdown(sample: int, bus: Any) -> dict[str, float]:
 
         planning.repo.locked = timed_locked  # type: ignore[method-assign]
         assert planning.relay is not None
-        planning.relay.flush = timed("publish", planning.relay.flush, True)  # type: ignore[method-assign]
+        planning.relay.publish_held = timed("publish", planning.relay.publish_held, True)  # type: ignore[method-assign]
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT site_id FROM sites ORDER BY random() LIMIT %s", (sample,))
             sites = [r["site_id"] for r in await cur.fetchall()]

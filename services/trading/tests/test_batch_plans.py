@@ -117,7 +117,7 @@ async def test_an_announcement_that_could_not_be_published_is_published_by_the_r
     down = EventBus(RabbitSettings(url="amqp://nobody:nothing@127.0.0.1:1/"), source="/tests")  # type: ignore[arg-type]
     planning = PlanningService(ScheduleRepository(pool), down)
     assert planning.relay is not None
-    planning.relay.flush = _failing  # type: ignore[method-assign]
+    planning.relay.publish_held = _failing  # type: ignore[method-assign]
     key = job_key(site, "event:outbox")
     stored = await planning.plan_site(site, "outbox", key=key)
     assert stored is not None and stored.head.version == 1
@@ -132,5 +132,5 @@ async def test_an_announcement_that_could_not_be_published_is_published_by_the_r
     assert events[0].data.valid_until > datetime.now(UTC)
 
 
-async def _failing() -> int:
+async def _failing(*_: Any) -> int:
     raise ConnectionError("rabbitmq down")

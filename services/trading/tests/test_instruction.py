@@ -9,7 +9,7 @@ import numpy as np
 from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.backtest import engine
 from nattery_trading.optimiser import PlanInput, Strategy, TimeWindow, WindowMode, solve
-from nattery_trading.optimiser.instruction import slot_instruction
+from nattery_trading.optimiser.instruction import slot_instruction, slot_modes
 from nattery_trading.schedules import service
 from nattery_trading.schedules.service import _hold_plan
 
@@ -32,8 +32,15 @@ def _inp(strategy: Strategy | None = None) -> PlanInput:
 
 
 def test_publisher_and_backtest_use_the_same_function() -> None:
-    assert service.slot_instruction is slot_instruction
+    # the publisher maps a whole plan at once (slot_modes), the back-test slot by slot: the same mapping
+    assert service.slot_modes is slot_modes
     assert engine.slot_instruction is slot_instruction
+    w_hold = TimeWindow(T0 + timedelta(hours=16), T0 + timedelta(hours=20), WindowMode.HOLD)
+    w_idle = TimeWindow(T0 + timedelta(hours=2), T0 + timedelta(hours=4), WindowMode.IDLE)
+    plans = [solve(_inp()), solve(_inp(Strategy(windows=(w_hold, w_idle)))), _hold_plan(_inp(), "stop")]
+    for plan in plans:
+        assert slot_modes(plan) == [slot_instruction(plan, i).mode.value for i in range(48)]
+    assert {m for plan in plans for m in slot_modes(plan)} >= {"charge", "self_consumption", "hold"}
 
 
 def test_modes_of_a_plan() -> None:

@@ -42,6 +42,10 @@ async def enqueue_again(conn: AsyncConnection[Any], events: Sequence[CloudEvent[
         )
 
 
+# Rows of events the committer holds, still unpublished and not being published by another process.
+CLAIM_BY_ID = "SELECT id FROM outbox WHERE id = ANY(%s) AND published_at IS NULL FOR UPDATE SKIP LOCKED"
+
+
 async def mark_published(cur: AsyncCursor[Any], ids: Sequence[uuid.UUID]) -> None:
     """Rows published (in the claiming transaction)."""
     await cur.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (list(ids),))

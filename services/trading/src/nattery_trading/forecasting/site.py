@@ -74,14 +74,18 @@ def history_from_actuals(
     total = np.bincount(index, weights=values[before], minlength=n)
     count = np.bincount(index, minlength=n)
     hist = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    if np.isnan(hist).any():
+    holes = np.isnan(hist)
+    if holes.any():
+        # Vectorised too: a loop over the phases with holes cost ~1.8 ms a field on a history that ends
+        # a few hours before ``start`` (bench-trading); this is ~0.1 ms.
         per_day = max(1, 24 * 60 // slot_minutes)
         phase = (np.arange(n) - n) % per_day  # same time of day ⇔ same phase (slots end at ``start``)
-        overall = float(np.nanmean(hist))
-        for p in np.unique(phase[np.isnan(hist)]):
-            same = hist[phase == p]
-            fill = float(np.nanmean(same)) if np.isfinite(same).any() else overall
-            hist[(phase == p) & np.isnan(hist)] = fill
+        known = ~holes
+        phase_total = np.bincount(phase[known], weights=hist[known], minlength=per_day)
+        phase_count = np.bincount(phase[known], minlength=per_day)
+        overall = float(hist[known].mean())
+        fill = np.where(phase_count > 0, phase_total / np.maximum(phase_count, 1), overall)
+        hist[holes] = fill[phase[holes]]
     return hist
 
 

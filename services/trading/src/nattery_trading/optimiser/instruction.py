@@ -80,6 +80,13 @@ def slot_mode(plan: Plan, i: int, eps: float = IDLE_KW) -> BatteryMode:
     return _mode(_columns(plan), i, eps)
 
 
+def slot_modes(plan: Plan, eps: float = IDLE_KW) -> list[str]:
+    """The inverter mode (its value) of every planned slot: what a stored schedule version keeps per
+    slot, made without an instruction object per slot (a fleet re-plan stores 72 slots a site)."""
+    c = _columns(plan)
+    return [_mode(c, i, eps).value for i in range(len(c.power_kw))]
+
+
 def _mode(c: _Columns, i: int, eps: float) -> BatteryMode:
     b = c.power_kw[i]
     # self-consumption may discharge: never where the plan must hold (a manual hold/idle window)

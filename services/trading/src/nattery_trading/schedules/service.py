@@ -39,7 +39,7 @@ from nattery_trading.forecasting import Forecaster
 from nattery_trading.measured.repository import MeasuredStates
 from nattery_trading.optimiser import Plan, PlanInput, solve
 from nattery_trading.optimiser.idle import idle_plan
-from nattery_trading.optimiser.instruction import slot_instruction
+from nattery_trading.optimiser.instruction import slot_modes
 from nattery_trading.outbox import OutboxRelay
 from nattery_trading.schedules.inputs import PlanInputs, floor_slot
 from nattery_trading.schedules.queue import JOB_MAX_SITES, PlanJob, SitePlanQueue, job_key, plan_jobs
@@ -247,8 +247,11 @@ class PlanningService:
                         log.exception("planning site %s (%s) failed", site.site_id, trigger)
                     outcomes[key] = err
             await self.repo.store(conn, stored)
+            versions = [(s.stored(), s.job_key) for s in stored]
+            held: list[CloudEvent[Any]] = []
             if self.relay is not None:
-                await outbox.enqueue(conn, [announcement(s.stored(), s.job_key) for s in stored])
+                held = [announcement(v, key) for v, key in versions]
+                await outbox.enqueue(conn, held)
                 repeated = []
                 for job in again:
                     version = await self.repo.version_of(conn, job.schedule_id, job.version)
@@ -256,10 +259,22 @@ class PlanningService:
                         repeated.append(announcement(version, job.job_key))
                 await outbox.enqueue_again(conn, repeated)
                 await self.repo.mark_announced(conn, [j.job_key for j in again])
-            for s in stored:
-                outcomes[s.job_key] = s.stored()
-        await self.flush()
+                held += repeated
+            for v, key in versions:
+                outcomes[key] = v
+        await self.publish(held)
         return [outcomes.get(k) for _, k in sites]
+
+    async def publish(self, events: list[CloudEvent[Any]]) -> None:
+        """Publish the announcements a batch just committed to the outbox, as the batch holds them; the
+        relay retries what fails here."""
+        if self.relay is None or not events:
+            return
+        try:
+            await self.relay.publish_held(events)
+        except Exception as err:
+            log.warning("announcements stay in the outbox for the relay: %r", err)
+            self.relay.poke()
 
     async def flush(self) -> None:
         """Publish what was just committed to the outbox; the relay retries what fails here."""
@@ -289,18 +304,20 @@ class PlanningService:
         grid = plan.grid_kw.round(4).tolist()
         imp = np.asarray(inp.import_price_p_per_kwh, dtype=np.float64).tolist()
         exp_ = np.asarray(inp.export_price_p_per_kwh, dtype=np.float64).tolist()
+        # the one slot -> edge instruction mapping, shared with the back-test
+        modes = slot_modes(plan)
+        reasons = plan.reasons
         slots = [
             SlotRow(
                 start_at=times[i],
                 end_at=times[i + 1],
-                # the one slot -> edge instruction mapping, shared with the back-test
-                mode=slot_instruction(plan, i).mode.value,
+                mode=modes[i],
                 battery_power_kw=power[i],
                 soc_pct=soc[i],
                 grid_kw=grid[i],
                 import_p_per_kwh=imp[i],
                 export_p_per_kwh=exp_[i],
-                reason=plan.reasons[i] if i < len(plan.reasons) else "",
+                reason=reasons[i] if i < len(reasons) else "",
             )
             for i in range(inp.slots)
         ]
