@@ -88,7 +88,10 @@ async def test_operator_issues_a_forecast_and_it_is_published(
     assert all(p.end - p.start == timedelta(minutes=30) for p in data.points)
     for p in data.points:  # persistence of a pattern that repeats daily is the pattern
         assert p.load_kw is not None and abs(p.load_kw - pattern_kw(p.start)) < 1e-6, p
-        assert abs(p.pv_kw - pv_kw(p.start)) < 1e-6, p
+        assert p.pv_kw is None, "a load forecast must not overwrite the weather-based PV forecast"
+
+    # The API shows PV by the same time on the last days beside the load forecast.
+    assert all(abs(p["pv_kw"] - pv_kw(datetime.fromisoformat(p["start"]))) < 1e-6 for p in issued["points"])
 
     latest = await client.get(url, headers=viewer)
     assert latest.status_code == 200

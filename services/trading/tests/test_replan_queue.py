@@ -515,3 +515,36 @@ async def test_baseline_forecast_from_recorded_actuals(
     assert got["forecast"]["load"]["source"] == "provided+baseline"
     assert got["forecast"]["load"]["models"] == ["analytics-test"]
     assert "forecast.updated (analytics-test)" in got["forecast"]["summary"]
+
+    # A PV-only forecast (integration's) and then a load-only one (analytics') for the same slots: neither
+    # overwrites what the other said, so the plan sees the PV of the first and the load of the second.
+    async def publish_and_wait(model: str, load_kw: float | None, pv_kw: float | None) -> dict[str, Any]:
+        points = [
+            ForecastPoint(
+                start=t0 + timedelta(minutes=30 * i),
+                end=t0 + timedelta(minutes=30 * (i + 1)),
+                load_kw=load_kw,
+                pv_kw=pv_kw,
+            )
+            for i in range(4)
+        ]
+        data = ForecastUpdated(org_id=org, site_id=site, model=model, points=points)
+        await bus.publish(make_event(EventType.FORECAST_UPDATED, data, source="/tests"))
+
+        async def planned() -> dict[str, Any] | None:
+            r = await client.get(f"/sites/{site}/schedule", headers=viewer)
+            s: dict[str, Any] = r.json()
+            return s if model in s["forecast"]["summary"] else None
+
+        return await eventually(planned)
+
+    await publish_and_wait("pv-only-test", None, 2.5)
+    both = await publish_and_wait("load-only-test", 0.7, None)
+    covered = [
+        s
+        for s in both["slots"]
+        if t0 + timedelta(minutes=30) <= datetime.fromisoformat(s["start_at"]) < t0 + timedelta(hours=2)
+    ]
+    assert len(covered) >= 3
+    for s in covered:
+        assert s["grid_kw"] == pytest.approx(0.7 - 2.5 - s["battery_power_kw"], abs=1e-3), s

@@ -219,7 +219,9 @@ class ForecastPoint(_Data):
     load_kw: float | None = Field(
         default=None, ge=0, description="absent: this forecast says nothing of load"
     )
-    pv_kw: float = Field(ge=0)
+    pv_kw: float | None = Field(
+        default=None, ge=0, description="absent: this forecast says nothing of PV (a load-only forecast)"
+    )
 
 
 class ForecastUpdated(_Data):

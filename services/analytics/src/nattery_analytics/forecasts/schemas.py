@@ -14,7 +14,9 @@ class LoadForecastPoint(BaseModel):
     load_kw: float = Field(description="the point forecast (the median for the model)")
     load_p10_kw: float | None = Field(default=None, description="10th percentile; absent for persistence")
     load_p90_kw: float | None = Field(default=None, description="90th percentile; absent for persistence")
-    pv_kw: float = Field(description="PV by the same time on the last days (what forecast.updated carries)")
+    pv_kw: float = Field(
+        description="PV by the same time on the last days (shown here; forecast.updated carries load only)"
+    )
 
 
 class LoadForecast(BaseModel):

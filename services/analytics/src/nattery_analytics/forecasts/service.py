@@ -110,7 +110,8 @@ class LoadForecastService:
             site_id=key.site_id,
             model=forecast.model,
             points=[
-                ForecastPoint(start=p.start, end=p.end, load_kw=p.load_kw, pv_kw=p.pv_kw)
+                # Load only: PV is integration's weather-based forecast, which this must not overwrite.
+                ForecastPoint(start=p.start, end=p.end, load_kw=p.load_kw)
                 for p in result.points
             ],
         )

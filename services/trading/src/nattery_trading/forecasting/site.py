@@ -99,12 +99,14 @@ class ProvidedPoint(Protocol):
     @property
     def load_kw(self) -> float | None: ...
     @property
-    def pv_kw(self) -> float: ...
+    def pv_kw(self) -> float | None: ...
     @property
     def model(self) -> str: ...
 
 
-def _point(r: ProvidedPoint | Mapping[str, Any]) -> tuple[datetime, datetime, float | None, float, str]:
+def _point(
+    r: ProvidedPoint | Mapping[str, Any],
+) -> tuple[datetime, datetime, float | None, float | None, str]:
     if isinstance(r, Mapping):
         return r["start_at"], r["end_at"], r["load_kw"], r["pv_kw"], str(r.get("model") or "")
     return r.start_at, r.end_at, r.load_kw, r.pv_kw, r.model
@@ -130,7 +132,8 @@ def site_forecast(
             continue
         if p_load is not None:  # a PV-only forecast leaves load to the baseline
             given["load_kw"][i0:i1] = p_load
-        given["pv_kw"][i0:i1] = p_pv
+        if p_pv is not None:  # a load-only forecast leaves PV to the baseline
+            given["pv_kw"][i0:i1] = p_pv
         if model:
             models.add(model)
 

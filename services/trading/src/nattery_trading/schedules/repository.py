@@ -87,7 +87,7 @@ class ForecastRow:
     start_at: datetime
     end_at: datetime
     load_kw: float | None
-    pv_kw: float
+    pv_kw: float | None
     model: str
 
 
@@ -248,14 +248,18 @@ class ScheduleRepository:
 
     # --- provided forecasts (forecast.updated) --------------------------------------------------------
     async def upsert_forecast(
-        self, site_id: uuid.UUID, model: str, points: list[tuple[datetime, datetime, float | None, float]]
+        self,
+        site_id: uuid.UUID,
+        model: str,
+        points: list[tuple[datetime, datetime, float | None, float | None]],
     ) -> None:
-        """A point without load (a PV-only forecast) keeps the load a previous forecast gave."""
+        """A point without load (integration's PV-only forecast) keeps the load a previous forecast gave, and
+        a point without PV (analytics' load-only forecast) keeps the PV, so neither overwrites the other."""
         async with self.pool.connection() as conn, conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO forecasts (site_id, start_at, end_at, load_kw, pv_kw, model) VALUES "
                 "(%s, %s, %s, %s, %s, %s) ON CONFLICT (site_id, start_at) DO UPDATE SET end_at = EXCLUDED.end_at, "
-                "load_kw = COALESCE(EXCLUDED.load_kw, forecasts.load_kw), pv_kw = EXCLUDED.pv_kw, "
+                "load_kw = COALESCE(EXCLUDED.load_kw, forecasts.load_kw), pv_kw = COALESCE(EXCLUDED.pv_kw, forecasts.pv_kw), "
                 "model = EXCLUDED.model, received_at = now()",
                 [(site_id, s, e, lo, pv, model) for s, e, lo, pv in points],
             )
