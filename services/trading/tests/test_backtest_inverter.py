@@ -3,8 +3,8 @@
 One day's schedule runs twice:
 
 - through the REAL bridge code and the REAL simulator physics, in-process on a compressed clock: the
-  schedule's slots are clamped by ``controller._clamp_slot``, turned into targets by
-  ``controller._slot_target``, checked by ``envelope.check`` (as ``controller.tick`` does), and
+  schedule's slots are clamped by ``slots.clamp_slot``, turned into targets by
+  ``slots.slot_target``, checked by ``envelope.check`` (as ``controller.tick`` does), and
   ``DeyeStrategy.plan`` computes the registers from the SOC/voltage/temperature the simulator publishes;
   they are written with the register map's encoding through ``DeyeInverter.write`` (validation as an
   FC16 write), and ``DeyeInverter.tick`` integrates the physics every 10 simulated seconds with the
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from nattery_bridge.control import DeyeStrategy
-from nattery_bridge.controller import _clamp_slot, _slot_target
 from nattery_bridge.envelope import Live, Target, check
+from nattery_bridge.slots import clamp_slot, slot_target
 from nattery_contracts.modbus import encode, load_profile
 from nattery_contracts.mqtt import BatteryMode, SafetyLimits, ScheduleSlot
 from nattery_sim.devices import BatteryConfig, DeyeInverter
@@ -103,7 +103,7 @@ def _through_bridge_and_sim(
     )
     strategy = DeyeStrategy(DEYE)
     slots = [
-        _clamp_slot(
+        clamp_slot(
             ScheduleSlot(
                 start=day + timedelta(seconds=SLOT_S * i),
                 end=day + timedelta(seconds=SLOT_S * (i + 1)),
@@ -121,7 +121,7 @@ def _through_bridge_and_sim(
     for k in range(48 * SLOT_S // TICK_S):
         t = day + timedelta(seconds=TICK_S * k)
         slot = slots[k * TICK_S // SLOT_S]
-        target = _slot_target(slot.mode, slot.battery_power_w, slot.target_soc_pct)
+        target = slot_target(slot.mode, slot.battery_power_w, slot.target_soc_pct)
         live = Live(
             soc_pct=sim.get_value("battery_soc_pct"),
             battery_temp_c=sim.get_value("battery_temperature_c"),

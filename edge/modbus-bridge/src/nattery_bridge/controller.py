@@ -33,8 +33,6 @@ from .metrics import Metrics
 from .outbox import Outbox
 from .publisher import Publisher
 from .settings import BridgeSettings
-from .slots import clamp_slot as _clamp_slot  # noqa: F401  (services/trading's back-test test imports it)
-from .slots import slot_target as _slot_target  # noqa: F401  (idem)
 from .store import Store
 from .temperature_guard import TemperatureGuard
 

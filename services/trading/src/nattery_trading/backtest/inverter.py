@@ -4,7 +4,7 @@ Written from the bridge's code and the inverter's documented control semantics, 
 them (``tests/test_backtest_inverter.py`` runs one day's schedule through the bridge's real
 ``DeyeStrategy`` + envelope and the simulator's real physics, and through this model):
 
-1. The bridge (``edge/modbus-bridge``): ``controller._slot_target`` keeps power and target SOC only for
+1. The bridge (``edge/modbus-bridge``): ``slots.slot_target`` keeps power and target SOC only for
    CHARGE and DISCHARGE; ``envelope.check`` clamps power to the site's max and the target SOC into
    ``[soc_min, soc_max]``; ``DeyeStrategy.plan`` writes the registers when the target changes (currents
    computed from the battery voltage read at that moment, rounded so that no plausible voltage exceeds
@@ -104,7 +104,7 @@ class DeyeModel:
         return float(min(need, self._limit_amps(limit_w, v)))
 
     def target(self, inst: SlotInstruction) -> tuple[BatteryMode, float, float | None]:
-        """``controller._slot_target`` then ``envelope.check`` (its clamps; temperature not modelled)."""
+        """``slots.slot_target`` then ``envelope.check`` (its clamps; temperature not modelled)."""
         b = self.battery
         soc_min, soc_max = b.soc_min_pct, b.soc_max_pct
         if inst.mode is BatteryMode.CHARGE:
