@@ -40,7 +40,7 @@ $(BENCHES): bench-%: install infra ## Run one benchmark: bench-bridge, bench-ing
 lint: ## Lint, check formatting and type-check
 	uv run ruff check .
 	uv run ruff format --check .
-	uv run mypy -p nattery_contracts -p nattery_shared -p nattery_device -p nattery_trading -p nattery_analytics -p nattery_user -p nattery_integration -p nattery_bridge -p nattery_sim
+	uv run mypy -p nattery_contracts -p nattery_data -p nattery_shared -p nattery_device -p nattery_trading -p nattery_analytics -p nattery_user -p nattery_integration -p nattery_bridge -p nattery_sim
 
 .PHONY: format
 format: ## Format the code and apply safe lint fixes

@@ -17,6 +17,7 @@ WORKDIR /app
 # Dependencies first (cached until the lock file changes), then the workspace members.
 COPY uv.lock pyproject.toml ./
 COPY shared/contracts/pyproject.toml shared/contracts/pyproject.toml
+COPY shared/data/pyproject.toml shared/data/pyproject.toml
 COPY shared/pyproject.toml shared/pyproject.toml
 COPY services/${SERVICE}/pyproject.toml services/${SERVICE}/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \

@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_GLOBS = (
     "shared/contracts/src/nattery_*",
+    "shared/data/src/nattery_*",
     "shared/src/nattery_*",
     "services/*/src/nattery_*",
     "edge/*/src/nattery_*",

@@ -18,17 +18,19 @@ from arch_source import cycles, cyclic_components, import_graph, modules
 KNOWN_CYCLE_EDGES: list[tuple[str, str]] = []
 
 # Which first-party packages each may import (ARCHITECTURE §2: services never import each other; the
-# edge installs the light contracts package only; contracts import nothing of ours).
+# edge installs the light contracts package only; contracts and the bundled data import nothing of
+# ours; the data package is read by trading's back-test, the simulator and integration's replay).
 ALLOWED_PACKAGE_IMPORTS: dict[str, set[str]] = {
     "nattery_contracts": set(),
+    "nattery_data": set(),
     "nattery_shared": {"nattery_contracts"},
     "nattery_device": {"nattery_contracts", "nattery_shared"},
-    "nattery_trading": {"nattery_contracts", "nattery_shared"},
+    "nattery_trading": {"nattery_contracts", "nattery_shared", "nattery_data"},
     "nattery_analytics": {"nattery_contracts", "nattery_shared"},
     "nattery_user": {"nattery_contracts", "nattery_shared"},
-    "nattery_integration": {"nattery_contracts", "nattery_shared"},
+    "nattery_integration": {"nattery_contracts", "nattery_shared", "nattery_data"},
     "nattery_bridge": {"nattery_contracts"},
-    "nattery_sim": {"nattery_contracts"},
+    "nattery_sim": {"nattery_contracts", "nattery_data"},
 }
 
 

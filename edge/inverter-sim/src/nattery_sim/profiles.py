@@ -1,4 +1,4 @@
-"""PV and household-load profiles from the packaged real data (see data/README.md)."""
+"""PV and household-load profiles from the bundled real data (``nattery_data``, see its SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import csv
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from importlib import resources
+
+import nattery_data
 
 
 @lru_cache(maxsize=1)
 def _pv_series() -> tuple[float, ...]:
-    text = resources.files("nattery_sim").joinpath("data", "pvgis_oxford_2016_hourly_w.csv").read_text()
+    text = nattery_data.path(nattery_data.PVGIS_OXFORD_2016).read_text()
     out: list[float] = []
     for row in csv.reader(text.splitlines()[1:]):
         if len(row) == 2 and row[0][:1].isdigit() and ":" in row[0]:
@@ -21,11 +22,7 @@ def _pv_series() -> tuple[float, ...]:
 
 @lru_cache(maxsize=1)
 def _load_series() -> tuple[float, ...]:
-    text = (
-        resources.files("nattery_sim")
-        .joinpath("data", "uk_average_household_demand_halfhourly_kw.csv")
-        .read_text()
-    )
+    text = nattery_data.path(nattery_data.UK_HOUSEHOLD_DEMAND).read_text()
     out: list[float] = []
     for row in csv.reader(text.splitlines()[1:]):
         if len(row) == 2 and row[0].strip().isdigit():

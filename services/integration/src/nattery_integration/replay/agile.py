@@ -1,7 +1,7 @@
 """The bundled Agile import prices (region J, 2020-2022) mapped onto any date, and an Outgoing curve.
 
-The CSV is trading's bundled copy (``services/trading/data/``; source named in shared data README):
-the replay reads it in place instead of bundling it twice. A day D is served with the prices of the same
+The CSV is the project's one bundled copy (``nattery_data``; sources in its SOURCES.md), which trading's
+back-test reads too. A day D is served with the prices of the same
 month, day and UTC time of day in ``SOURCE_YEAR`` (29 Feb → 28 Feb). Every region gets the same curve
 (the replay has one region's data). The Outgoing (export) curve is derived, not recorded: a rough
 inverse of the Agile formula (providers.md §1): wholesale ≈ import / 1.05 / 2.2, export ≈ 0.95 *
@@ -16,20 +16,18 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+import nattery_data
+
 SOURCE_YEAR = 2021
-CSV_NAME = "octopus_agile_import_region_J_2020-2022.csv"
+CSV_NAME = nattery_data.AGILE_IMPORT_REGION_J
 CSV_ENV = "NATTERY_REPLAY_AGILE_CSV"
 
 
 def csv_path() -> Path:
-    """``$NATTERY_REPLAY_AGILE_CSV`` or trading's bundled copy in this repository."""
+    """``$NATTERY_REPLAY_AGILE_CSV`` or the bundled copy (``nattery_data``, installed with this service)."""
     if os.environ.get(CSV_ENV):
         return Path(os.environ[CSV_ENV])
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "services" / "trading" / "data" / CSV_NAME
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{CSV_NAME} not found: set {CSV_ENV} to its path")
+    return nattery_data.path(CSV_NAME)
 
 
 @lru_cache(maxsize=2)

@@ -1,7 +1,7 @@
 """Build and read the back-test input CSV.
 
 ``timestamp_utc, import_price_p_per_kwh, export_price_p_per_kwh, load_kw, pv_kw`` at a uniform slot
-length, from copies of the shared data (see ``services/trading/data/SOURCES.md``):
+length, from copies of the shared data (one copy in ``nattery_data``, see its ``SOURCES.md``):
 
 - import: Octopus Agile region J (half-hourly; for 15-min slots each price covers both quarters).
 - export: a flat tariff (``export_flat_p``).
@@ -24,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+import nattery_data
 from nattery_trading.optimiser.model import FloatArray
 
-DATA_DIR = Path(__file__).resolve().parents[3] / "data"
-AGILE_FILE = "octopus_agile_import_region_J_2020-2022.csv"
-DEMAND_FILE = "uk_average_household_demand_halfhourly_kw.csv"
-PV_FILE = "pvgis_oxford_2016_hourly_w.csv"
+DATA_DIR = nattery_data.DATA_DIR
+AGILE_FILE = nattery_data.AGILE_IMPORT_REGION_J
+DEMAND_FILE = nattery_data.UK_HOUSEHOLD_DEMAND
+PV_FILE = nattery_data.PVGIS_OXFORD_2016
 DEFAULT_PV_KWP = 4.0
 COLUMNS = ("timestamp_utc", "import_price_p_per_kwh", "export_price_p_per_kwh", "load_kw", "pv_kw")
 
