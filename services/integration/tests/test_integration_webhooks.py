@@ -4,11 +4,13 @@ even when the service stops between storing and processing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpx
 import psycopg
@@ -20,6 +22,7 @@ from pydantic import SecretStr
 from nattery_integration.app import create_app
 from nattery_integration.areas import Area
 from nattery_integration.settings import IntegrationSettings, WebhookSettings
+from nattery_integration.webhooks.batcher import StoreUnavailable
 from nattery_integration.webhooks.registry import WebhookDelivery
 from nattery_integration.webhooks.signature import secret_key, sign, verify
 from nattery_shared.testing import TEST_PG_DSN, TestIssuer, eventually
@@ -248,3 +251,65 @@ async def test_a_failing_handler_is_retried(test_issuer: TestIssuer) -> None:
         webhooks._poke.set()
         await eventually(lambda: _is(headers["webhook-id"], "processed"))
         assert calls == [1, 2]
+
+
+async def test_concurrent_deliveries_are_each_stored_before_their_200(
+    api: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    # Concurrent requests share INSERTs (webhooks/batcher.py); a provider's retry in the same burst is
+    # the first one's replay.
+    bodies = [json.dumps({"type": "burst", "n": n}).encode() for n in range(40)]
+    headers = [signed(body) for body in bodies]
+    retry = signed(bodies[0], delivery_id=headers[0]["webhook-id"])
+    async with await psycopg.AsyncConnection.connect(TEST_PG_DSN, autocommit=True) as conn:
+        lock = asyncio.Lock()
+
+        async def post(body: bytes, head: dict[str, str]) -> str:
+            response = await api.post("/webhooks/test", content=body, headers=head)
+            assert response.status_code == 200, response.text
+            async with lock:  # one connection for all: stored when its answer came, not later
+                cur = await conn.execute(
+                    "SELECT body FROM integration.webhook_deliveries WHERE provider = 'test' "
+                    "AND delivery_id = %s",
+                    (head["webhook-id"],),
+                )
+                row = await cur.fetchone()
+            assert row is not None and bytes(row[0]) == body
+            return str(response.json()["status"])
+
+        statuses = await asyncio.gather(
+            *(post(body, head) for body, head in zip(bodies, headers, strict=True)), post(bodies[0], retry)
+        )
+    assert statuses[1:-1] == ["accepted"] * 39
+    assert sorted([statuses[0], statuses[-1]]) == ["accepted", "duplicate"]
+    ours = {head["webhook-id"] for head in headers}
+    await eventually(lambda: ours <= {d.delivery_id for d in recorder.handled})
+    assert sorted(d.delivery_id for d in recorder.handled if d.delivery_id in ours) == sorted(ours)
+
+
+async def test_a_batch_that_cannot_be_stored_fails_each_of_its_deliveries(
+    settings: IntegrationSettings, recorder: Recorder
+) -> None:
+    app = create_app(settings, areas=[recorder.area()], discover_areas=False)
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        webhooks = manager._state["webhooks"]
+        now = datetime.now(UTC)
+        good, bad = f"msg_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}\x00"  # PostgreSQL text has no NUL
+        # both queued in the same turn of the event loop: one batch, one INSERT, which fails
+        results = await asyncio.gather(
+            webhooks.store("test", good, now, b"{}"),
+            webhooks.store("test", bad, now, b"{}"),
+            return_exceptions=True,
+        )
+        assert [type(r) for r in results] == [StoreUnavailable, StoreUnavailable]
+        assert await status_of(good) is None  # not stored, so never answered 200 (503: the provider retries)
+        # over HTTP such an id never gets that far (a 400); a batch after the failed one stores normally
+        body = b"{}"
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://i"
+        ) as api:
+            response = await api.post("/webhooks/test", content=body, headers=signed(body, delivery_id=bad))
+            assert response.status_code == 400, response.text
+            response = await api.post("/webhooks/test", content=body, headers=signed(body, delivery_id=good))
+            assert response.status_code == 200 and response.json()["status"] == "accepted"
+            await eventually(lambda: good in [d.delivery_id for d in recorder.handled])

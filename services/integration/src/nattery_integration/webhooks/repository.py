@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,17 +11,19 @@ from psycopg import AsyncConnection
 Row = dict[str, Any]
 
 
-async def store(
-    conn: AsyncConnection[Any], provider: str, delivery_id: str, signed_at: datetime, body: bytes
-) -> int | None:
-    """The new row's id, or None when this delivery id was already stored (a replay)."""
+async def store_many(
+    conn: AsyncConnection[Any], rows: Sequence[tuple[str, str, datetime, bytes]]
+) -> set[tuple[str, str]]:
+    """Insert ``(provider, delivery_id, signed_at, body)`` rows in one statement; returns the
+    ``(provider, delivery_id)`` of the rows stored now (the others were already there: replays)."""
+    providers, delivery_ids, signed, bodies = (list(column) for column in zip(*rows, strict=True))
     cur = await conn.execute(
-        """INSERT INTO webhook_deliveries (provider, delivery_id, signed_at, body) VALUES (%s, %s, %s, %s)
-           ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING id""",
-        (provider, delivery_id, signed_at, body),
+        """INSERT INTO webhook_deliveries (provider, delivery_id, signed_at, body)
+           SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::bytea[])
+           ON CONFLICT (provider, delivery_id) DO NOTHING RETURNING provider, delivery_id""",
+        (providers, delivery_ids, signed, bodies),
     )
-    row = await cur.fetchone()
-    return None if row is None else int(row["id"])
+    return {(row["provider"], row["delivery_id"]) for row in await cur.fetchall()}
 
 
 async def claim(conn: AsyncConnection[Any], lease_s: float, limit: int) -> list[Row]:

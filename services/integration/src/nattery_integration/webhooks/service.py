@@ -2,8 +2,8 @@
 
 ``accept`` checks, in order: the body size (413), the headers' presence and shape (400), the
 signature over the raw body (401), the timestamp within ``tolerance_s`` (400); then stores the
-delivery (``UNIQUE (provider, delivery_id)``: a replay is acknowledged and ignored) and only then is
-the 200 sent. The worker claims pending deliveries (``FOR UPDATE SKIP LOCKED`` and a lease, so
+delivery (``UNIQUE (provider, delivery_id)``: a replay is acknowledged and ignored; concurrent
+deliveries share one INSERT, batcher.py) and only then is the 200 sent. The worker claims pending deliveries (``FOR UPDATE SKIP LOCKED`` and a lease, so
 replicas share the work and a crash mid-handler is retried after the lease), runs the provider's
 handler and records the result. A delivery with no handler is kept as ``unhandled``.
 """
@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from nattery_contracts.aio import raise_if_cancelling, wait_event
 from nattery_integration.settings import WebhookSettings
 from nattery_integration.webhooks import repository, signature
+from nattery_integration.webhooks.batcher import DeliveryBatcher
 from nattery_integration.webhooks.registry import WebhookDelivery, WebhookHandler
 from nattery_shared.errors import BadRequest, NatteryError, NotFound, Unauthorized
 
@@ -64,6 +65,7 @@ class WebhookService:
         self.handlers = dict(handlers)
         self.settings = settings
         self._batch = batch
+        self._batcher = DeliveryBatcher(pool)
         self._keys: dict[str, bytes] = {}
         for provider, secret in settings.secrets.items():
             try:
@@ -106,9 +108,16 @@ class WebhookService:
         if not sig:
             WEBHOOKS_RECEIVED.labels(provider, "bad_signature").inc()
             raise Unauthorized("missing webhook-signature header")
-        if not delivery_id or len(delivery_id) > 200 or "." in delivery_id:
+        if (
+            not delivery_id
+            or len(delivery_id) > 200
+            or "." in delivery_id
+            or not (delivery_id.isascii() and delivery_id.isprintable())  # a NUL would not even store
+        ):
             WEBHOOKS_RECEIVED.labels(provider, "malformed").inc()
-            raise BadRequest("webhook-id header missing or malformed (1-200 characters, no '.')")
+            raise BadRequest(
+                "webhook-id header missing or malformed (1-200 printable ASCII characters, no '.')"
+            )
         if not timestamp or not timestamp.isdigit() or len(timestamp) > 12:
             WEBHOOKS_RECEIVED.labels(provider, "malformed").inc()
             raise BadRequest("webhook-timestamp header missing or not integer Unix seconds")
@@ -125,15 +134,9 @@ class WebhookService:
         return datetime.fromtimestamp(int(timestamp), UTC)
 
     async def store(self, provider: str, delivery_id: str, signed_at: datetime, body: bytes) -> Accepted:
-        async with self.pool.connection() as conn:
-            # One statement, committed on its own: one round trip to PostgreSQL instead of three
-            # (BEGIN, INSERT, COMMIT); it is as durable (the 200 still waits for the commit).
-            await conn.set_autocommit(True)
-            try:
-                row_id = await repository.store(conn, provider, delivery_id, signed_at, body)
-            finally:
-                await conn.set_autocommit(False)  # the pool's other users expect transactions
-        duplicate = row_id is None
+        """Returns once the delivery is committed (batched with concurrent ones: batcher.py); raises
+        StoreUnavailable (503) when it could not be stored."""
+        duplicate = not await self._batcher.store(provider, delivery_id, signed_at, body)
         WEBHOOKS_RECEIVED.labels(provider, "duplicate" if duplicate else "accepted").inc()
         if not duplicate:
             self._poke.set()
