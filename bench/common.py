@@ -221,3 +221,27 @@ def stop_all(processes: Iterable[ServiceProcess | None]) -> None:
         p.terminate()
     for p in alive:
         p.stop()
+
+
+# Durable queues of the services that the fleet benches fill on the test vhost without consuming them
+# (device-service is not running there): 10,000 schedule.published events left in device.schedules made
+# the next test session's device consumer spend minutes refusing them, and its tests time out.
+SERVICE_QUEUES_FILLED_BY_BENCHES = ("device.schedules", "device.commands", "integration.sites")
+
+
+async def purge_service_queues(
+    connection: Any, names: Sequence[str] = SERVICE_QUEUES_FILLED_BY_BENCHES
+) -> None:
+    """Purge what a benchmark published into other services' queues on ``connection`` (an aio-pika
+    connection to the test vhost); absent queues are skipped."""
+    for name in names:
+        channel = await connection.channel()  # a failed passive declare closes its channel
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except Exception:
+            continue
+        purged = await queue.purge()
+        count = getattr(purged, "message_count", 0) or 0
+        if count:
+            note("bench", f"purged {count} messages the benchmark left in {name}")
+        await channel.close()

@@ -50,7 +50,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from common import ServiceProcess, emit, note, percentile, stop_all
+from common import ServiceProcess, emit, note, percentile, purge_service_queues, stop_all
 
 from nattery_shared import migrations
 from nattery_shared.testing import TEST_PG_DSN, TEST_RABBIT_URL, free_port, lock_test_servers, test_env
@@ -397,6 +397,8 @@ async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[
             ch = await connection.channel()
             for q in (queue_name, f"{queue_name}.dlq"):
                 await ch.queue_delete(q)
+        with contextlib.suppress(Exception):
+            await purge_service_queues(connection)
         await connection.close()
     if not prices_events:
         return {

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import emit, note, percentile
+from common import emit, note, percentile, purge_service_queues
 
 from nattery_trading.backtest.engine import BacktestConfig, run_all
 from nattery_trading.backtest.inputs import build_input
@@ -477,6 +477,8 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
             ch = await connection.channel()
             for q in (queue_name, f"{queue_name}.dlq"):
                 await ch.queue_delete(q)
+        with contextlib.suppress(Exception):
+            await purge_service_queues(connection)
         await connection.close()
     first = arrivals[0] - started if arrivals else None
     return {
