@@ -219,6 +219,9 @@ class World:
             call = await trading_call(self, method, path, owner, throwaway)
         elif service == "integration":
             call = await integration_call(self, method, path, owner, throwaway)
+        elif service == "analytics":  # per-site reads and jobs: the owner's site (its ids must stay its own)
+            site = self.data[owner].site_id
+            call = Call(path={n: site if n == "site_id" else str(uuid.uuid4()) for n in names}, body={})
         else:
             call = Call(path={n: str(uuid.uuid4()) for n in names}, body={})
         call.path = {n: call.path[n] for n in names}  # only what the route takes
@@ -417,7 +420,7 @@ async def device_site(world: World, org: uuid.UUID) -> str:
 async def known_to_trading(world: World, site_id: str, org: uuid.UUID, timeout_s: float = 30.0) -> None:
     """Wait until trading has consumed the site's ``device.registered`` (device outbox relay → RabbitMQ →
     ``trading.sites``); until then trading answers 404 on the site."""
-    sites = world.services["trading"].state["sites"]
+    sites = world.services["trading"].state["sites"].registry
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while (got := await sites.org_of(uuid.UUID(site_id))) != org:

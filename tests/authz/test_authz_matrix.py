@@ -34,6 +34,7 @@ import websockets
 from authz_world import OP, A, Call, OrgData, V, World
 
 from nattery_shared.auth import Role
+from nattery_trading.tariffs.repository import TariffRepository
 
 PUBLIC = None
 
@@ -110,6 +111,9 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     ("integration", "PUT", "/sites/{site_id}/pv-array"): A,
     ("integration", "GET", "/sites/{site_id}/pv-array"): V,
     ("integration", "POST", "/webhooks/{provider}"): PUBLIC,  # signed by the provider (HMAC), no token
+    # analytics
+    ("analytics", "GET", "/sites/{site_id}/forecasts/load"): V,
+    ("analytics", "POST", "/sites/{site_id}/forecasts/load"): OP,
 }
 # Every service's operational routes are public (the gateway does not expose /metrics or docs).
 OPS_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
@@ -288,7 +292,7 @@ async def test_another_org_cannot_claim_an_unconfigured_site(world: World) -> No
     """Org A's device site is known to trading (device.registered) but has no battery there yet: org B's
     admin cannot configure it (the same 404 as an unknown site), and org A still can."""
     site = world.data[world.org_a].unclaimed_site_id
-    repo = world.services["trading"].state["planning"].repo
+    repo = world.services["trading"].state["sites"].sites
     call = Call(path={"site_id": site}, body={"capacity_kwh": 10, "max_charge_kw": 5, "max_discharge_kw": 5})
     response = await world.send(
         "trading", "PUT", "/sites/{site_id}/battery", call, world.token("trading", A, world.org_b)
@@ -307,13 +311,13 @@ async def test_another_org_cannot_claim_an_unconfigured_site(world: World) -> No
     assert error["code"] == unknown_error["code"] == "not_found"
     assert error["details"] == unknown_error["details"]
     assert error["message"].replace(site, "{site}") == unknown_error["message"].replace(unknown, "{site}")
-    assert await repo.get_site(uuid.UUID(site)) is None  # nothing was written for org B
+    assert await repo.get(uuid.UUID(site)) is None  # nothing was written for org B
     response = await world.send(
         "trading", "PUT", "/sites/{site_id}/battery", call, world.token("trading", A, world.org_a)
     )
     assert response.status_code == 200, response.text
-    configured = await repo.get_site(uuid.UUID(site))
-    assert configured is not None and configured["org_id"] == world.org_a
+    configured = await repo.get(uuid.UUID(site))
+    assert configured is not None and configured.org_id == world.org_a
 
 
 async def test_stream_refuses_anonymous_connections(stream_url: str) -> None:
@@ -398,11 +402,13 @@ async def snapshot(world: World, org: uuid.UUID) -> dict[str, Any]:
         ("integration", "/connections?limit=1000"),
     ):
         seen[f"{service} {url}"] = await world.api(service, "GET", url, A, org)
-    repo = world.services["trading"].state["planning"].repo
-    registry = world.services["trading"].state["sites"]
+    sites = world.services["trading"].state["sites"]
+    tariffs = world.services["trading"].state["tariffs"].repo
     for site in (data.site_id, data.stopped_site_id, data.unclaimed_site_id):
-        seen[f"trading site {site}"] = await repo.get_site(uuid.UUID(site))
-        seen[f"trading site {site} registered to"] = await registry.org_of(uuid.UUID(site))
+        seen[f"trading site {site}"] = await sites.sites.get(uuid.UUID(site))
+        seen[f"trading site {site} registered to"] = await sites.registry.org_of(uuid.UUID(site))
+        async with tariffs.pool.connection() as conn:
+            of_site = await TariffRepository.of_sites(conn, [uuid.UUID(site)])
         for direction in ("import", "export"):
-            seen[f"trading site {site} {direction}"] = await repo.site_tariff(uuid.UUID(site), direction)
+            seen[f"trading site {site} {direction}"] = of_site.get((uuid.UUID(site), direction))
     return seen

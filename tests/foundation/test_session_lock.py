@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from nattery_shared.testing import TEST_SERVERS_LOCK
 
@@ -22,10 +21,13 @@ def test_a_second_session_waits_while_this_one_runs() -> None:
         [sys.executable, "-c", PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        time.sleep(1.5)
+        # The probe says it waits before it blocks (its import may take seconds on a loaded machine); a
+        # probe that took the lock would print "acquired" and exit instead, closing stderr (readline "").
+        assert proc.stderr is not None
+        said = proc.stderr.readline()
+        assert "waiting for a pytest session" in said, said
         assert proc.poll() is None, "the probe took the lock while this session holds it"
     finally:
         proc.kill()
-        out, err = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=10)
     assert "acquired" not in out
-    assert "waiting for a pytest session" in err
