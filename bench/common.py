@@ -245,3 +245,16 @@ async def purge_service_queues(
         if count:
             note("bench", f"purged {count} messages the benchmark left in {name}")
         await channel.close()
+
+
+async def consumer_count(connection: Any, queue_name: str) -> int:
+    """How many consumers ``queue_name`` has (0 while it does not exist): the benches wait on it until
+    the services they started are consuming."""
+    channel = await connection.channel()  # a failed passive declare closes its channel
+    try:
+        queue = await channel.declare_queue(queue_name, passive=True)
+    except Exception:
+        return 0
+    count: int = queue.declaration_result.consumer_count or 0
+    await channel.close()
+    return count

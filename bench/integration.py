@@ -50,7 +50,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from common import ServiceProcess, emit, note, percentile, purge_service_queues, stop_all
+from common import ServiceProcess, consumer_count, emit, note, percentile, purge_service_queues, stop_all
 
 from nattery_shared import migrations
 from nattery_shared.testing import TEST_PG_DSN, TEST_RABBIT_URL, free_port, lock_test_servers, test_env
@@ -335,13 +335,7 @@ async def _prices_to_schedules(n: int, workers: int, history_days: int) -> dict[
         await listen.consume(on_message, no_ack=True)
 
         async def consumers() -> int:
-            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                ch = await connection.channel()
-                q = await ch.declare_queue(queue_name, passive=True)
-                count = q.declaration_result.consumer_count or 0
-                await ch.close()
-                return count
-            return 0
+            return await consumer_count(connection, queue_name)
 
         fleet.start()
         async with httpx.AsyncClient(base_url=replay_base, timeout=5) as http:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import emit, note, percentile, purge_service_queues
+from common import consumer_count, emit, note, percentile, purge_service_queues
 
 from nattery_trading.backtest.engine import BacktestConfig, run_all
 from nattery_trading.backtest.inputs import build_input
@@ -424,13 +424,7 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
         await listen.consume(on_schedule, no_ack=True)
 
         async def consumers() -> int:
-            with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
-                ch = await connection.channel()
-                q = await ch.declare_queue(queue_name, passive=True)
-                count = q.declaration_result.consumer_count or 0
-                await ch.close()
-                return count
-            return 0
+            return await consumer_count(connection, queue_name)
 
         procs.start()
         await procs.wait_ready(consumers)
