@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from nattery_shared.mqtt5 import wire
+
 try:
     from . import mqtt_wire
 except ImportError:  # run as a script
@@ -139,11 +141,12 @@ class LoadGenerator:
         stats = self.stats
 
         async def read_acks() -> None:
+            packets = mqtt_wire.packet_reader(reader)
             while True:
-                header, _ = await mqtt_wire.read_packet(reader)
-                if header >> 4 == 4:
-                    stats.acked += 1
-                    inflight.release()
+                for kind, _, _ in await packets.next_packets():
+                    if kind == wire.PUBACK:
+                        stats.acked += 1
+                        inflight.release()
 
         acks = asyncio.create_task(read_acks())
         started = time.monotonic()
@@ -154,7 +157,7 @@ class LoadGenerator:
         try:
             while time.monotonic() - started < duration_s and not (stop and stop.is_set()):
                 due = int((time.monotonic() - started + tick_s) * rate) - sent
-                chunk = []
+                chunk: list[bytes] = []
                 for _ in range(max(due, 0)):
                     if inflight.locked() and chunk:  # send what we hold before waiting for acks
                         writer.write(b"".join(chunk))
