@@ -65,10 +65,12 @@ def test_varint_out_of_range_is_refused() -> None:
 
 
 def test_publish_round_trips_through_both_decoders() -> None:
-    packets = [wire.publish(b"a/b", b"x" * size, mid) for size, mid in ((0, 1), (100, 2), (20_000, 65535))]
+    sizes = ((0, 1), (100, 2), (200, 3), (20_000, 65535))  # remaining length in 1, 1, 2 and 3 bytes
+    packets = [wire.publish(b"a/b", b"x" * size, mid) for size, mid in sizes]
     publishes, others, used = wire.split_publishes(bytearray(b"".join(packets)))
     assert used == sum(map(len, packets)) and others == []
-    assert publishes == [("a/b", 1, b""), ("a/b", 2, b"x" * 100), ("a/b", 65535, b"x" * 20_000)]
+    assert publishes == [("a/b", mid, b"x" * size) for size, mid in sizes]
+    assert [len(p) for p in packets] == [1 + 1 + 8, 1 + 1 + 108, 1 + 2 + 208, 1 + 3 + 20_008]
     generic, _ = wire.split(b"".join(packets))
     assert [wire.decode_publish(flags, body) for _, flags, body in generic] == publishes
     assert {(kind, flags) for kind, flags, _ in generic} == {(wire.PUBLISH, 0x02)}  # QoS 1, no DUP/retain

@@ -43,6 +43,7 @@ CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, DISCONNECT = 2, 3, 4, 9, 13, 14
 PINGREQ = b"\xc0\x00"
 DISCONNECT_NORMAL = b"\xe0\x00"
 MAX_REMAINING_LENGTH = 268_435_455  # four bytes of variable byte integer (§1.5.5)
+_U16 = struct.Struct("!H").pack
 
 
 class ProtocolError(Exception):
@@ -97,18 +98,18 @@ def subscribe(packet_id: int, filters: Sequence[str], qos: int = 1) -> bytes:
 
 
 def publish(topic: bytes, payload: bytes, packet_id: int) -> bytes:
-    """A QoS 1 PUBLISH without properties (``topic`` already UTF-8; ``packet_id`` 1..65535)."""
-    return b"".join(
-        (
-            b"\x32",
-            varint(2 + len(topic) + 3 + len(payload)),
-            len(topic).to_bytes(2, "big"),
-            topic,
-            packet_id.to_bytes(2, "big"),
-            b"\x00",  # property length
-            payload,
-        )
-    )
+    """A QoS 1 PUBLISH without properties (``topic`` already UTF-8; ``packet_id`` 1..65535).
+
+    The load generator's hot path: one- and two-byte lengths inline, ``+`` rather than a join (measured
+    fastest for a 700-byte payload)."""
+    n = len(topic) + len(payload) + 5
+    if n < 128:
+        length = bytes((n,))
+    elif n < 16384:
+        length = bytes(((n & 0x7F) | 0x80, n >> 7))
+    else:
+        length = varint(n)
+    return b"\x32" + length + _U16(len(topic)) + topic + _U16(packet_id) + b"\x00" + payload
 
 
 def pubacks(packet_ids: Sequence[int]) -> bytes:
