@@ -29,14 +29,7 @@ ALLOWED_SQL_MODULES: dict[str, str] = {
 # Modules with SQL today that their owners are moving into repositories (issue 10). Remove an entry
 # when its SQL has moved: test_known_violations_still_exist fails on an entry without SQL (or gone),
 # so this list only shrinks and never goes stale.
-KNOWN_VIOLATIONS: dict[str, str] = {
-    # device (helper D): the kit's outbox and dedup replace these two copies
-    "services/device/src/nattery_device/outbox.py": "outbox SQL -> nattery_shared.outbox",
-    "services/device/src/nattery_device/commands/consumers.py": "processed_events SQL -> nattery_shared.dedup",
-    # device (helper D): InfluxQL of the telemetry reads and the late-point rollup -> telemetry/repository.py
-    "services/device/src/nattery_device/telemetry/service.py": "InfluxQL reads (history, export)",
-    "services/device/src/nattery_device/telemetry/rollup.py": "InfluxQL rollup statements",
-}
+KNOWN_VIOLATIONS: dict[str, str] = {}
 
 
 def _violations() -> dict[str, list[tuple[int, str]]]:

@@ -217,17 +217,23 @@ class EventCapture:
         from nattery_shared.testing import TEST_RABBIT_URL
 
         self._connection = await aio_pika.connect_robust(TEST_RABBIT_URL)
-        channel = await self._connection.channel()
-        exchange = await channel.declare_exchange("nattery.events", aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for key in self.routing_keys:
-            await queue.bind(exchange, routing_key=key)
+        try:
+            channel = await self._connection.channel()
+            exchange = await channel.declare_exchange(
+                "nattery.events", aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            for key in self.routing_keys:
+                await queue.bind(exchange, routing_key=key)
 
-        async def on_message(message: Any) -> None:
-            async with message.process():
-                self.events.append(json.loads(message.body))
+            async def on_message(message: Any) -> None:
+                async with message.process():
+                    self.events.append(json.loads(message.body))
 
-        await queue.consume(on_message)
+            await queue.consume(on_message)
+        except BaseException:
+            await self._connection.close()  # a robust connection left open outlives the session
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

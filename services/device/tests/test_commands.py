@@ -179,76 +179,78 @@ async def test_command_requested_and_schedule_published_events_become_commands(
 
     bus = EventBus(RabbitSettings(url=SecretStr(TEST_RABBIT_URL)), source="/tests/trading")
     bus.start()
-    await bus.wait_connected(10)
-    command_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    requested = make_event(
-        EventType.COMMAND_REQUESTED,
-        CommandRequested(
-            command_id=command_id,
-            org_id=org.id,
-            site_id=uuid.UUID(site["id"]),
-            type="set_mode",
-            params={"mode": "hold"},
-            expires_at=now + timedelta(minutes=5),
-            requested_by="trading:test",
-        ),
-        source="/tests/trading",
-    )
-    await bus.publish(requested)
-    await bus.publish(requested)  # redelivered / duplicated: still one command
-    schedule_id = uuid.uuid4()
-    slot = {
-        "start": now.isoformat(),
-        "end": (now + timedelta(minutes=30)).isoformat(),
-        "mode": "charge",
-        "battery_power_w": -2000,
-    }
-    await bus.publish(
-        make_event(
-            EventType.SCHEDULE_PUBLISHED,
-            SchedulePublished.model_validate(
-                {
-                    "schedule_id": str(schedule_id),
-                    "version": 1,
-                    "org_id": str(org.id),
-                    "site_id": site["id"],
-                    "slots": [slot],
-                    "valid_until": (now + timedelta(hours=1)).isoformat(),
-                }
-            ),
-            source="/tests/trading",
-        )
-    )
-    seen = await eventually(lambda: len(commands_seen(edge)) >= 2 and commands_seen(edge), timeout_s=15)
-    by_type = {c.type.value: c for c in seen}
-    assert by_type["set_mode"].id == command_id and by_type["set_mode"].params == {"mode": "hold"}
-    assert by_type["set_schedule"].params["slots"][0]["mode"] == "charge"
-    assert (
-        (await client.get(f"/commands/{command_id}", headers=org.viewer))
-        .json()["source"]
-        .startswith("event:")
-    )
-    # Sentinel: a third command.requested published after the duplicate; once its command has reached
-    # the edge, a second command made from the duplicate would have been created before it.
-    sentinel_id = uuid.uuid4()
-    await bus.publish(
-        make_event(
+    try:
+        await bus.wait_connected(10)
+        command_id = uuid.uuid4()
+        now = datetime.now(UTC)
+        requested = make_event(
             EventType.COMMAND_REQUESTED,
             CommandRequested(
-                command_id=sentinel_id,
+                command_id=command_id,
                 org_id=org.id,
                 site_id=uuid.UUID(site["id"]),
-                type="refresh",
+                type="set_mode",
+                params={"mode": "hold"},
                 expires_at=now + timedelta(minutes=5),
                 requested_by="trading:test",
             ),
             source="/tests/trading",
         )
-    )
-    await eventually(lambda: any(c.id == sentinel_id for c in commands_seen(edge)), timeout_s=15)
-    # One command per event, whatever the duplicates; the sweeper may re-send an unanswered command
-    # under the same id (at-least-once; the bridge is idempotent by id), so count distinct ids.
-    assert {c.id for c in commands_seen(edge)} == {command_id, by_type["set_schedule"].id, sentinel_id}
-    await bus.close()
-    edge.close()
+        await bus.publish(requested)
+        await bus.publish(requested)  # redelivered / duplicated: still one command
+        schedule_id = uuid.uuid4()
+        slot = {
+            "start": now.isoformat(),
+            "end": (now + timedelta(minutes=30)).isoformat(),
+            "mode": "charge",
+            "battery_power_w": -2000,
+        }
+        await bus.publish(
+            make_event(
+                EventType.SCHEDULE_PUBLISHED,
+                SchedulePublished.model_validate(
+                    {
+                        "schedule_id": str(schedule_id),
+                        "version": 1,
+                        "org_id": str(org.id),
+                        "site_id": site["id"],
+                        "slots": [slot],
+                        "valid_until": (now + timedelta(hours=1)).isoformat(),
+                    }
+                ),
+                source="/tests/trading",
+            )
+        )
+        seen = await eventually(lambda: len(commands_seen(edge)) >= 2 and commands_seen(edge), timeout_s=15)
+        by_type = {c.type.value: c for c in seen}
+        assert by_type["set_mode"].id == command_id and by_type["set_mode"].params == {"mode": "hold"}
+        assert by_type["set_schedule"].params["slots"][0]["mode"] == "charge"
+        assert (
+            (await client.get(f"/commands/{command_id}", headers=org.viewer))
+            .json()["source"]
+            .startswith("event:")
+        )
+        # Sentinel: a third command.requested published after the duplicate; once its command has reached
+        # the edge, a second command made from the duplicate would have been created before it.
+        sentinel_id = uuid.uuid4()
+        await bus.publish(
+            make_event(
+                EventType.COMMAND_REQUESTED,
+                CommandRequested(
+                    command_id=sentinel_id,
+                    org_id=org.id,
+                    site_id=uuid.UUID(site["id"]),
+                    type="refresh",
+                    expires_at=now + timedelta(minutes=5),
+                    requested_by="trading:test",
+                ),
+                source="/tests/trading",
+            )
+        )
+        await eventually(lambda: any(c.id == sentinel_id for c in commands_seen(edge)), timeout_s=15)
+        # One command per event, whatever the duplicates; the sweeper may re-send an unanswered command
+        # under the same id (at-least-once; the bridge is idempotent by id), so count distinct ids.
+        assert {c.id for c in commands_seen(edge)} == {command_id, by_type["set_schedule"].id, sentinel_id}
+    finally:
+        await bus.close()  # its robust connection must not outlive the test, passed or failed
+        edge.close()

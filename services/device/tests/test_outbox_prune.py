@@ -12,8 +12,8 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from nattery_device.app import SCHEMA
-from nattery_device.outbox import OutboxRelay
 from nattery_shared.db import create_pool, open_pool
+from nattery_shared.outbox import OutboxRelay
 from nattery_shared.rabbit import EventBus
 from nattery_shared.settings import PostgresSettings, RabbitSettings
 from nattery_shared.testing import TEST_PG_DSN

@@ -29,7 +29,6 @@ from nattery_device.ingest.writer import InfluxBatchWriter
 from nattery_device.mqtt.credentials import PasswordFile
 from nattery_device.mqtt.publisher import MqttPublisher
 from nattery_device.mqtt.subscriber import AckingSubscriber
-from nattery_device.outbox import OutboxRelay
 from nattery_device.presence.service import PresenceService
 from nattery_device.settings import DeviceSettings, get_settings
 from nattery_device.site_state.service import SiteStateAggregator
@@ -41,6 +40,7 @@ from nattery_device.telemetry.endpoints import router as telemetry_router
 from nattery_device.telemetry.service import ensure_rollups
 from nattery_shared.app import Readiness
 from nattery_shared.app import create_app as create_service_app
+from nattery_shared.outbox import OutboxRelay
 from nattery_shared.resources import open_resources
 
 SCHEMA = "device"

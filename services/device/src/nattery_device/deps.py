@@ -12,7 +12,7 @@ from nattery_device.settings import DeviceSettings
 if TYPE_CHECKING:
     from nattery_device.commands.service import CommandService
     from nattery_device.devices.registry import RegistryCache
-    from nattery_device.outbox import OutboxRelay
+    from nattery_shared.outbox import OutboxRelay
 
 
 def get_passwords(request: Request) -> PasswordFile:

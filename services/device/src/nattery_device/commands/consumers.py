@@ -17,6 +17,7 @@ from nattery_contracts.events import CloudEvent, CommandRequested, SchedulePubli
 from nattery_contracts.mqtt import CommandAck, CommandType, SetScheduleParams
 from nattery_device.commands.service import SCHEDULE_NAMESPACE, CommandService
 from nattery_device.devices.registry import DeviceEntry
+from nattery_shared.dedup import PROCESSED_EVENTS
 from nattery_shared.errors import NotFound, Unprocessable
 from nattery_shared.rabbit import EventBus, QueueSpec
 
@@ -55,28 +56,15 @@ class CommandConsumers:
         self._commands = commands
 
     async def register(self, bus: EventBus) -> None:
-        await bus.consume(
-            COMMANDS_QUEUE, self.on_command_requested, already_handled=self._seen(COMMANDS_QUEUE.name)
-        )
-        await bus.consume(
-            SCHEDULES_QUEUE, self.on_schedule_published, already_handled=self._seen(SCHEDULES_QUEUE.name)
-        )
-
-    def _seen(self, queue: str) -> Any:
-        async def seen(event_id: str) -> bool:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT 1 FROM processed_events WHERE event_id = %s", (uuid.UUID(event_id),)
-                )
-                return await cur.fetchone() is not None
-
-        return seen
-
-    async def _mark(self, event: CloudEvent[Any], queue: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO processed_events (event_id, queue) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (event.id, queue),
+        # Creating a command is idempotent by its id; the ids of events applied are kept so a
+        # redelivery is skipped before any work (marked after the handler, refused events included).
+        seen = PROCESSED_EVENTS.checker(self._pool)
+        for spec, handler in (
+            (COMMANDS_QUEUE, self.on_command_requested),
+            (SCHEDULES_QUEUE, self.on_schedule_published),
+        ):
+            await bus.consume(
+                spec, PROCESSED_EVENTS.marking(self._pool, spec.name, handler), already_handled=seen
             )
 
     async def on_command_requested(self, event: CloudEvent[Any]) -> None:
@@ -92,7 +80,6 @@ class CommandConsumers:
                 expires_at=data.expires_at,
                 source=f"event:{event.type.value}:{data.requested_by}",
             )
-        await self._mark(event, COMMANDS_QUEUE.name)
 
     async def on_schedule_published(self, event: CloudEvent[Any]) -> None:
         data: SchedulePublished = event.data
@@ -108,7 +95,6 @@ class CommandConsumers:
                 expires_at=data.valid_until,
                 source=f"event:{event.type.value}:{data.schedule_id}:v{data.version}",
             )
-        await self._mark(event, SCHEDULES_QUEUE.name)
 
 
 class AckConsumer:

@@ -8,7 +8,6 @@ is expired. Commands are idempotent by id (events) and by ``Idempotency-Key`` (R
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -30,12 +29,13 @@ from nattery_contracts.mqtt import (
     TopicSuffix,
     topic,
 )
-from nattery_device import outbox
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.commands import repository
 from nattery_device.commands.schemas import CommandCreate, CommandOut, Transition
 from nattery_device.mqtt.publisher import MqttPublisher, NotConnected
+from nattery_device.publishing import OUTBOX
 from nattery_shared.errors import Conflict, NotFound, Unprocessable
+from nattery_shared.outbox import OutboxRelay
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class CommandService:
         pool: AsyncConnectionPool,
         publisher: MqttPublisher,
         *,
-        relay: outbox.OutboxRelay | None = None,
+        relay: OutboxRelay | None = None,
         default_ttl_s: int = 300,
         resend_after_s: float = 30.0,
     ) -> None:
@@ -294,17 +294,15 @@ class CommandService:
                 await self.dispatch(row["id"], resend_before=now - timedelta(seconds=self._resend_after_s))
 
     async def run_sweeper(self, interval_s: float) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.sweep()
-                failing = False
-            except Exception as err:
-                raise_if_cancelling()
-                if not failing:
-                    log.warning("command sweep failed: %r", err)
-                failing = True
+        """Sweep every ``interval_s``; a failing sweep is retried with back-off (up to the interval)."""
+        await RetryLoop(
+            self.sweep,
+            name="command sweep",
+            logger=log,
+            every_s=interval_s,
+            backoff=Backoff(initial_s=min(1.0, interval_s), max_s=max(1.0, interval_s)),
+            wait_first=True,
+        ).run()
 
     # --- reads ----------------------------------------------------------------------------------
     async def get(self, org_id: uuid.UUID, command_id: uuid.UUID) -> CommandOut:
@@ -368,7 +366,7 @@ class CommandService:
 
     async def _emit(self, conn: Any, row: dict[str, Any], state: CommandState, at: datetime) -> None:
         COMMANDS.labels(state.value).inc()
-        await outbox.enqueue(
+        await OUTBOX.enqueue(
             conn,
             EventType.DEVICE_COMMAND_ACKNOWLEDGED,
             DeviceCommandAcknowledged(

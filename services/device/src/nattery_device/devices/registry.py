@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.devices import repository
 from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,16 @@ class RegistryCache:
         # miss_reload_s had passed.
         self._generation = 0
         self._lock = asyncio.Lock()
-        self._failing = False
+        # A failed reload keeps the previous view and is retried with back-off (from 1 s up to
+        # refresh_s), logged once when it starts failing and once when it works again.
+        self._refresher = RetryLoop(
+            self.load,
+            name="registry reload",
+            logger=log,
+            every_s=refresh_s,
+            backoff=Backoff(initial_s=min(1.0, refresh_s), max_s=refresh_s),
+            wait_first=True,
+        )
 
     async def load(self) -> None:
         async with self._lock:
@@ -120,15 +129,5 @@ class RegistryCache:
         self._loaded_at = 0.0
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.load()
-                if self._failing:
-                    log.info("registry reload works again")
-                    self._failing = False
-            except Exception as err:
-                raise_if_cancelling()
-                if not self._failing:
-                    log.warning("registry reload failed, keeping the previous view: %r", err)
-                    self._failing = True
+        """Reload every ``refresh_s`` (the first load is the lifespan's) until cancelled."""
+        await self._refresher.run()

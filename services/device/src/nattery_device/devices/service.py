@@ -8,9 +8,9 @@ from psycopg.errors import CheckViolation
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_contracts.events import DeviceRegistered, EventType
-from nattery_device import outbox
 from nattery_device.devices import repository
 from nattery_device.devices.schemas import Device, DeviceCreate, DeviceUpdate
+from nattery_device.publishing import OUTBOX
 from nattery_device.sites import repository as sites_repository
 from nattery_shared.errors import NotFound, Unprocessable
 
@@ -24,7 +24,7 @@ async def register(
             raise NotFound("site not found")
         row = await repository.insert(conn, org_id, site_id, body.model_dump(mode="json"))
         device = Device(**row)
-        await outbox.enqueue(
+        await OUTBOX.enqueue(
             conn,
             EventType.DEVICE_REGISTERED,
             DeviceRegistered(

@@ -14,8 +14,8 @@ import logging
 
 from pydantic import ValidationError
 
+from nattery_contracts.aio import raise_if_cancelling
 from nattery_contracts.mqtt import EdgeEvent, State
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.commands.consumers import AckConsumer
 from nattery_device.devices.registry import RegistryCache
 from nattery_device.events.service import EdgeEventService

@@ -14,8 +14,8 @@ from typing import Protocol
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from nattery_contracts.aio import raise_if_cancelling
 from nattery_contracts.mqtt import Telemetry
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.devices.registry import DeviceEntry, RegistryCache
 from nattery_device.ingest.dead_letters import RejectedStore, Rejection
 from nattery_device.ingest.lines import telemetry_line_fast

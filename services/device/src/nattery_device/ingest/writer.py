@@ -19,8 +19,10 @@ import httpx
 from prometheus_client import Counter, Gauge, Histogram
 
 from nattery_device.mqtt.subscriber import Delivery
-from nattery_device.telemetry.rollup import LATE_S, late_ranges, reroll_statement
+from nattery_device.telemetry.repository import reroll
+from nattery_device.telemetry.rollup import LATE_S, late_ranges
 from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable
+from nattery_shared.retry import Backoff, FailureLog, retry_until_ok
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ class InfluxBatchWriter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending = 0
         self._wake = asyncio.Event()
-        self._failing = False
+        # InfluxDB down: logged once when writes start failing and once when they work again.
+        self._failures = FailureLog("influxdb writes", log)
+        self._backoff = Backoff(initial_s=min(0.2, retry_max_delay_s), max_s=retry_max_delay_s)
         self._reroll: dict[tuple[str, str], tuple[int, int]] = {}
 
     @property
@@ -105,35 +109,34 @@ class InfluxBatchWriter:
         task.add_done_callback(self._tasks.discard)
 
     async def _write(self, lines: list[str], deliveries: list[Delivery]) -> None:
+        async def write_once() -> None:
+            started = time.perf_counter()
+            try:
+                if lines:
+                    await self._influx.write_lines(lines, retry_for_s=0)
+            except InfluxUnavailable:
+                WRITE_RETRIES.inc()
+                raise
+            WRITE_SECONDS.observe(time.perf_counter() - started)
+
         try:
-            delay_s = 0.2
-            while True:
-                started = time.perf_counter()
-                try:
-                    if lines:
-                        await self._influx.write_lines(lines, retry_for_s=0)
-                    WRITE_SECONDS.observe(time.perf_counter() - started)
-                    POINTS_WRITTEN.inc(len(lines))
-                    if self._failing:
-                        log.info("influxdb takes writes again")
-                        self._failing = False
-                    await self._reroll_late(lines)
-                    break
-                except InfluxUnavailable as err:
-                    WRITE_RETRIES.inc()
-                    if not self._failing:
-                        log.warning(
-                            "influxdb unavailable, holding %d points and retrying: %s", len(lines), err
-                        )
-                        self._failing = True
-                    await asyncio.sleep(delay_s)
-                    delay_s = min(delay_s * 2, self._retry_max_delay_s)
-                except InfluxError as err:
-                    WRITE_REFUSED.inc(len(lines))
-                    log.error("influxdb refused a batch of %d points: %s", len(lines), err)
-                    if self._on_refused is not None:
-                        self._on_refused(lines, str(err))
-                    break
+            try:
+                # Held (and its MQTT messages unacknowledged) for as long as InfluxDB is unavailable.
+                await retry_until_ok(
+                    write_once,
+                    name="influxdb writes",
+                    backoff=self._backoff,
+                    retry_on=InfluxUnavailable,
+                    failures=self._failures,
+                )
+            except InfluxError as err:
+                WRITE_REFUSED.inc(len(lines))
+                log.error("influxdb refused a batch of %d points: %s", len(lines), err)
+                if self._on_refused is not None:
+                    self._on_refused(lines, str(err))
+            else:
+                POINTS_WRITTEN.inc(len(lines))
+                await self._reroll_late(lines)
             self._on_written(deliveries)
         finally:
             self._pending -= len(lines)
@@ -162,7 +165,7 @@ class InfluxBatchWriter:
             self._reroll[key] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
         for (measurement, device), (lo, hi) in list(self._reroll.items()):
             try:
-                await self._influx.admin(reroll_statement(self._influx.database, measurement, device, lo, hi))
+                await reroll(self._influx, measurement, device, lo, hi)
             except (InfluxError, InfluxUnavailable, httpx.HTTPError) as err:
                 log.warning(
                     "history rollup of late points not recomputed yet (%s %s): %s", measurement, device, err

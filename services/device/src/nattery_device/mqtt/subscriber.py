@@ -22,11 +22,13 @@ import collections
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from nattery_contracts.aio import within
 from nattery_device.mqtt import wire
+from nattery_shared.retry import Backoff, RetryLoop
 from nattery_shared.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ class Delivery(NamedTuple):  # a tuple: created per message, ~3x cheaper than a 
 
 class ConnectRefused(Exception):
     pass
+
+
+# What ends a session: the broker unreachable, gone, refusing us or speaking nonsense.
+CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, ConnectRefused, wire.ProtocolError)
+# A connection dropped sooner than this after its SUBACK counts as failing (back-off), so two clients
+# with one id, which the broker disconnects in turn, do not reconnect in a tight loop.
+MIN_SESSION_S = 5.0
 
 
 async def _open(settings: MqttSettings) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -113,6 +122,19 @@ class AckingSubscriber:
         self._generation = 0
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        # One session per step: a session that was subscribed ends normally when its connection drops
+        # (reconnect at once); one that could not connect or subscribe, or dropped within
+        # MIN_SESSION_S, is retried with back-off (0.5 s doubling to 15 s), logged once when that
+        # starts and once when it is subscribed again.
+        self._subscribed_at = 0.0
+        self._sessions = RetryLoop(
+            self._session,
+            name=f"{name}: broker connection",
+            logger=log,
+            every_s=0,
+            backoff=Backoff(initial_s=0.5, max_s=15.0),
+            retry_on=CONNECTION_ERRORS,
+        )
         # Set once the broker granted our subscriptions (SUBACK), cleared when the connection drops.
         self.connected = asyncio.Event()
         self.session_present: bool | None = None
@@ -136,24 +158,11 @@ class AckingSubscriber:
         self.connected.clear()
 
     async def _run(self) -> None:
-        delay_s, failing = 0.5, False
-        while True:
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except (OSError, EOFError, TimeoutError, ConnectRefused, wire.ProtocolError) as err:
-                self.connected.clear()
-                self._writer = None
-                if not failing:
-                    log.warning("%s: broker connection lost or refused (%s), reconnecting", self._name, err)
-                    failing = True
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 15.0)
-                continue
-            delay_s = 0.5
+        await self._sessions.run()
 
     async def _session(self) -> None:
+        """Connect, subscribe and read until the connection drops; raises when it never got as far as
+        the SUBACK (retried with back-off), returns when an established connection ends."""
         reader, writer = await _open(self._settings)
         try:
             self.session_present, pending = await _handshake(
@@ -176,6 +185,10 @@ class AckingSubscriber:
             pinger = asyncio.create_task(self._ping(writer))
             try:
                 await self._read(reader, generation, pending)
+            except CONNECTION_ERRORS as err:
+                if not self.connected.is_set() or time.monotonic() - self._subscribed_at < MIN_SESSION_S:
+                    raise  # never subscribed, or dropped at once: back off
+                log.warning("%s: broker connection lost (%s), reconnecting", self._name, err)
             finally:
                 pinger.cancel()
         finally:
@@ -210,6 +223,8 @@ class AckingSubscriber:
                     if any(code >= 0x80 for code in body[3:]):
                         raise ConnectRefused(f"subscription refused: {body[3:].hex()}")
                     self.connected.set()
+                    self._subscribed_at = time.monotonic()
+                    self._sessions.failures.ok()  # logs the recovery, if we were failing
                 elif kind == wire.DISCONNECT:
                     raise EOFError(f"broker sent DISCONNECT ({body[:1].hex() or '00'})")
 

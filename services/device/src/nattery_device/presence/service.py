@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from nattery_contracts.aio import raise_if_cancelling
 from nattery_contracts.events import DeviceStatusChanged, EventType
 from nattery_contracts.mqtt import DeviceStatus, State, Telemetry
-from nattery_device import outbox
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.devices.registry import DeviceEntry, RegistryCache
 from nattery_device.presence import repository
 from nattery_device.presence.latest import (
@@ -30,7 +29,10 @@ from nattery_device.presence.latest import (
     group_field,
     latest_key,
 )
+from nattery_device.publishing import OUTBOX
 from nattery_device.stream.hub import StreamPublisher
+from nattery_shared.outbox import OutboxRelay
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class PresenceService:
         registry: RegistryCache,
         stream: StreamPublisher,
         *,
-        relay: outbox.OutboxRelay | None = None,
+        relay: OutboxRelay | None = None,
         stale_after_s: float = 120.0,
         latest_every_s: float = 1.0,
         on_online: Callable[[uuid.UUID], Awaitable[object]] | None = None,
@@ -180,10 +182,18 @@ class PresenceService:
 
     async def run_latest_flusher(self) -> None:
         """Flush what the hot path left pending when telemetry stops arriving."""
-        while True:
-            await asyncio.sleep(max(self._latest_every_s, 0.05))
+
+        async def flush_if_due() -> None:
             if self._pending and time.monotonic() >= self._flush_due:
-                await self.flush_latest()
+                await self.flush_latest()  # never raises: Redis trouble is logged by _redis_trouble
+
+        await RetryLoop(
+            flush_if_due,
+            name="latest values flush",
+            logger=log,
+            every_s=max(self._latest_every_s, 0.05),
+            wait_first=True,
+        ).run()
 
     def _redis_trouble(self, err: Exception) -> None:
         if not self._redis_failing:
@@ -232,7 +242,7 @@ class PresenceService:
             await repository.record_change(
                 conn, entry.id, entry.org_id, prev.value if prev else None, status.value, reason, at
             )
-            await outbox.enqueue(
+            await OUTBOX.enqueue(
                 conn,
                 EventType.DEVICE_STATUS_CHANGED,
                 DeviceStatusChanged(
@@ -301,18 +311,24 @@ class PresenceService:
         return changed
 
     async def run_sweeper(self, interval_s: float) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(interval_s)
+        """Sweep every ``interval_s``, then re-read the statuses (other replicas change them too); a
+        failing sweep is retried with back-off (up to the interval)."""
+
+        async def sweep_then_load() -> None:
             try:
                 await self.sweep()
-                if failing:
-                    log.info("presence sweep works again")
-                failing = False
-            except Exception as err:
-                raise_if_cancelling()
-                if not failing:
-                    log.warning("presence sweep failed: %r", err)
-                failing = True
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self.load()
+                raise
             with contextlib.suppress(Exception):
-                await self.load()  # other replicas change statuses too
+                await self.load()
+
+        await RetryLoop(
+            sweep_then_load,
+            name="presence sweep",
+            logger=log,
+            every_s=interval_s,
+            backoff=Backoff(initial_s=min(1.0, interval_s), max_s=max(1.0, interval_s)),
+            wait_first=True,
+        ).run()

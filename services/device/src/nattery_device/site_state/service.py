@@ -30,15 +30,16 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from nattery_contracts.aio import raise_if_cancelling
 from nattery_contracts.events import EventType, SiteStateMeasured, make_event
 from nattery_contracts.mqtt import Telemetry
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.devices.registry import DeviceEntry
+from nattery_device.publishing import SOURCE
 from nattery_shared.rabbit import EventBus
+from nattery_shared.retry import FailureLog
 
 log = logging.getLogger(__name__)
 
-SOURCE = "/services/device"
 EVENT_NAMESPACE = uuid.UUID("3b0f6a52-8c1d-4f47-a4a1-6d0d3c7e9b21")
 # Powers averaged over the interval; the SOC is the newest reading.
 POWER_FIELDS = ("battery_power_w", "load_power_w", "pv_power_w", "grid_power_w")
@@ -104,7 +105,9 @@ class SiteStateAggregator:
         self._bucket = self._bucket_of(time.time())
         self._sums: dict[uuid.UUID, _DeviceSums] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._failing = False
+        # Not a retry: an interval not summarised is replaced by the next one. Logged once when it
+        # starts failing and once when site states go out again.
+        self._failures = FailureLog("site-state summaries", log)
 
     def _bucket_of(self, epoch: float) -> int:
         return math.floor(epoch / self._interval_s)
@@ -224,14 +227,10 @@ class SiteStateAggregator:
                 self._trouble("cannot publish site states", err)
 
     def _trouble(self, what: str, err: BaseException) -> None:
-        if not self._failing:
-            log.warning("%s: %r", what, err)
-            self._failing = True
+        self._failures.failed(RuntimeError(f"{what}: {err!r}"))
 
     def _recovered(self) -> None:
-        if self._failing:
-            log.info("site states published again")
-            self._failing = False
+        self._failures.ok()
 
 
 @dataclass(slots=True)

@@ -11,11 +11,11 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_contracts.mqtt import TOPIC_PREFIX
-from nattery_device.cancel import raise_if_cancelling
 from nattery_device.mqtt.credentials import BrokerReloadError, PasswordFile, generate_password
 from nattery_device.sites import repository
 from nattery_device.sites.schemas import MqttCredentials, ProvisionedSite, Site, SiteCreate, SiteUpdate
 from nattery_shared.errors import DependencyUnavailable, NotFound
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +125,12 @@ class CredentialsReconciler:
         return await asyncio.to_thread(self._passwords.reconcile, active, inactive)
 
     async def run(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self.reconcile()
-                failing = False
-            except Exception as err:
-                raise_if_cancelling()
-                if not failing:
-                    log.warning("cannot reconcile MQTT credentials: %r", err)
-                failing = True
-            await asyncio.sleep(self._interval_s)
+        """Reconcile now and every ``interval_s``; a failure is retried with back-off (up to
+        ``interval_s``), logged once when it starts and once when it works again."""
+        await RetryLoop(
+            self.reconcile,
+            name="MQTT credentials reconcile",
+            logger=log,
+            every_s=self._interval_s,
+            backoff=Backoff(initial_s=min(1.0, self._interval_s), max_s=max(1.0, self._interval_s)),
+        ).run()

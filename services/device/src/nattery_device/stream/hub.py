@@ -21,6 +21,8 @@ from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from nattery_shared.retry import Backoff, RetryLoop
+
 log = logging.getLogger(__name__)
 
 STREAM_DROPPED = Counter("nattery_device_stream_dropped_total", "Stream messages dropped for slow clients")
@@ -118,21 +120,25 @@ class StreamHub:
                         await self._pubsub.unsubscribe(channel(org_id))
 
     async def _read(self) -> None:
+        """Copy the subscribed channels' messages to the clients until cancelled; a failing
+        subscription (Redis down) is retried after 1 s, logged once when it fails and once when it
+        works again."""
+        await RetryLoop(
+            self._read_some,
+            name="stream subscription",
+            logger=log,
+            every_s=0,
+            backoff=Backoff(initial_s=1.0, max_s=1.0),
+        ).run()
+
+    async def _read_some(self, max_messages: int = 100) -> None:
+        """Hand out the messages waiting (up to ``max_messages``); returns after a second without one."""
         assert self._pubsub is not None
-        failing = False
-        while True:
-            try:
-                message = await self._pubsub.get_message(timeout=1.0)
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if not failing:
-                    log.warning("stream subscription failed, retrying: %r", err)
-                    failing = True
-                await asyncio.sleep(1.0)
-                continue
-            if message is None or message.get("type") != "message":
+        for _ in range(max_messages):
+            message = await self._pubsub.get_message(timeout=1.0)
+            if message is None:
+                return
+            if message.get("type") != "message":
                 continue
             name = (
                 message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]

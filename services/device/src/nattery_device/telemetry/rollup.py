@@ -12,7 +12,9 @@ Who writes it:
   ``ROLLUP_FOR`` and grouped by every tag (``ensure_rollups`` in telemetry/service.py, at start-up);
 - late points (a bridge replaying its outbox after a link outage): the ingest writer, right after it
   stores a batch, recomputes the minutes of every point older than ``LATE_S`` for that device
-  (``late_ranges`` + ``reroll_statement``), because the continuous query no longer looks that far back.
+  (``late_ranges`` + ``repository.reroll``), because the continuous query no longer looks that far back.
+
+The statements themselves (the continuous query, the re-roll, the reads) are in telemetry/repository.py.
 
 Readers trust the rollup for minutes older than ``ROLLUP_LAG`` and read the raw points for the rest.
 """
@@ -22,24 +24,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
+# bench/ingest.py imports the re-roll statement from here (it predates the repository)
+from nattery_device.telemetry.repository import reroll_statement as reroll_statement
+
 ROLLUP_FOR = "2m"
 ROLLUP_LAG = timedelta(minutes=2)
 # A point stored this long after its timestamp may have missed the continuous query's last run over its
 # minute (which ends one to two minutes after the minute): the writer re-rolls its minute.
 LATE_S = 45.0
 _MINUTE_NS = 60_000_000_000
-
-
-def rollup_measurement(measurement: str) -> str:
-    return f"{measurement}_1m"
-
-
-def rollup_select(measurement: str, database: str) -> str:
-    """The aggregation the continuous query runs (also the re-roll of late points, with a WHERE)."""
-    return (
-        f'SELECT sum(*), count(*), min(*), max(*) INTO "{database}".."{rollup_measurement(measurement)}" '
-        f'FROM "{database}".."{measurement}"'
-    )
 
 
 def late_ranges(lines: Iterable[str], before_ns: int) -> dict[tuple[str, str], tuple[int, int]]:
@@ -58,13 +51,3 @@ def late_ranges(lines: Iterable[str], before_ns: int) -> dict[tuple[str, str], t
         lo, hi = out.get(key, (ts, ts))
         out[key] = (min(lo, ts), max(hi, ts))
     return {k: (lo - lo % _MINUTE_NS, hi - hi % _MINUTE_NS + _MINUTE_NS) for k, (lo, hi) in out.items()}
-
-
-def reroll_statement(database: str, measurement: str, device: str, start_ns: int, end_ns: int) -> str:
-    """Recompute the rollup of one device's minutes in [start_ns, end_ns) from its raw points."""
-    if any(c in device for c in "'\\"):
-        raise ValueError(f"unexpected device tag {device!r}")
-    return (
-        f"{rollup_select(measurement, database)} WHERE \"device\" = '{device}' "
-        f"AND time >= {start_ns} AND time < {end_ns} GROUP BY time(1m), *"
-    )

@@ -7,7 +7,6 @@ validated UUIDs, field names match ``[a-z][a-z0-9_]*`` and times are integer nan
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import io
@@ -23,10 +22,9 @@ from pydantic import TypeAdapter
 from redis.asyncio import Redis
 
 from nattery_device.devices.schemas import MEASUREMENT, DeviceKind
-from nattery_device.ingest.lines import ts_ns
 from nattery_device.presence import latest as presence_latest
 from nattery_device.telemetry import repository
-from nattery_device.telemetry.rollup import ROLLUP_FOR, ROLLUP_LAG, rollup_measurement, rollup_select
+from nattery_device.telemetry.rollup import ROLLUP_FOR, ROLLUP_LAG
 from nattery_device.telemetry.schemas import (
     Aggregate,
     FieldStats,
@@ -38,17 +36,13 @@ from nattery_device.telemetry.schemas import (
     interval_seconds,
 )
 from nattery_shared.errors import BadRequest, DependencyUnavailable, NotFound
-from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable, RawSeries
+from nattery_shared.influx import InfluxClient, InfluxError, InfluxUnavailable
 
 log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _POINTS = TypeAdapter(list[HistoryPoint])
 PARALLEL_STATEMENTS = 2
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
 
 
 async def _device(pool: AsyncConnectionPool, org_id: uuid.UUID, device_id: uuid.UUID) -> dict[str, Any]:
@@ -101,13 +95,6 @@ async def latest_for_many(
     return [_as_latest(d["id"], d["site_id"], r) for d, r in zip(devices, records, strict=True)]
 
 
-def _where(device: dict[str, Any], start: datetime, end: datetime) -> str:
-    return (
-        f"\"org\" = '{uuid.UUID(str(device['org_id']))}' AND \"device\" = '{uuid.UUID(str(device['id']))}' "
-        f"AND time >= {ts_ns(start)} AND time < {ts_ns(end)}"
-    )
-
-
 def _check_range(start: datetime, end: datetime) -> None:
     if end <= start:
         raise BadRequest("end must be after start")
@@ -128,16 +115,6 @@ def _influx_errors() -> Iterator[None]:
         raise DependencyUnavailable("influxdb is unavailable") from err
     except InfluxError as err:
         raise BadRequest(f"query refused: {err}") from err
-
-
-async def _query_raw(influx: InfluxClient, q: str) -> list[RawSeries]:
-    with _influx_errors():
-        return await influx.query_raw(q)
-
-
-async def _query(influx: InfluxClient, q: str) -> list[Any]:
-    with _influx_errors():
-        return await influx.query(q)
 
 
 async def history(
@@ -179,12 +156,10 @@ async def history(
             )
         # InfluxDB 1.x runs one statement on one core: split the fields over parallel statements.
         groups = [fields[i::PARALLEL_STATEMENTS] for i in range(min(PARALLEL_STATEMENTS, len(fields)))]
-        statements = [
-            f'SELECT {", ".join(f"{aggregate.value}({_q(f)}) AS {_q(f)}" for f in group)} FROM "{measurement}" '
-            f"WHERE {_where(device, start, end)} GROUP BY time({interval}) fill(none) LIMIT {limit}"
-            for group in groups
-        ]
-        results = await asyncio.gather(*(_query_raw(influx, q) for q in statements))
+        with _influx_errors():
+            results = await repository.downsampled(
+                influx, measurement, device, start, end, groups, aggregate.value, interval, limit
+            )
         # Rows straight from InfluxDB's lists (no dict and datetime per row in the client) and validated
         # in one pydantic-core call: a day of one-minute points is 1,440 rows per statement, and this
         # endpoint's own time was mostly per-row Python (README "Benchmarks").
@@ -212,18 +187,18 @@ async def history(
             fields=fields,
             points=downsampled,
         )
-    else:
-        select = ", ".join(f'"{f}"' for f in fields) if fields else "*"
-        q = f'SELECT {select} FROM "{measurement}" WHERE {_where(device, start, end)} LIMIT {limit}'
-    series = await _query(influx, q)
+    with _influx_errors():
+        series = await repository.points(influx, measurement, device, start, end, fields, limit)
     points: list[HistoryPoint] = []
     names: list[str] = list(fields or [])
-    for s in series:
-        columns = [c for c in s.columns if c not in ("time", "org", "site", "device")]
+    for one in series:
+        columns = [c for c in one.columns if c not in ("time", "org", "site", "device")]
         if not names:
             names = columns
-        for row in s.rows:
-            points.append(HistoryPoint(time=row["time"], values={c: as_float(row.get(c)) for c in columns}))
+        for point in one.rows:
+            points.append(
+                HistoryPoint(time=point["time"], values={c: as_float(point.get(c)) for c in columns})
+            )
     return History(
         device_id=device_id,
         measurement=measurement,
@@ -245,12 +220,8 @@ async def ensure_rollups(influx: InfluxClient) -> bool:
     """Create (idempotently) the rollup continuous query of every measurement; True when all exist."""
     ok = True
     for measurement in MEASUREMENT.values():
-        name = f"nattery_{measurement}_1m"
         try:
-            await influx.admin(
-                f'CREATE CONTINUOUS QUERY "{name}" ON "{influx.database}" RESAMPLE EVERY 1m FOR {ROLLUP_FOR} '
-                f"BEGIN {rollup_select(measurement, influx.database)} GROUP BY time(1m), * END"
-            )
+            await repository.create_rollup(influx, measurement, resample_for=ROLLUP_FOR)
         except (InfluxError, InfluxUnavailable, httpx.HTTPError) as err:
             log.warning("history rollup for %s not in place (raw points used): %s", measurement, err)
             ok = False
@@ -290,35 +261,25 @@ async def _history_from_rollup(
     if first < start:
         first += timedelta(minutes=1)
     last = min(_minute_floor(end), _minute_floor(datetime.now(UTC) - ROLLUP_LAG))
-    group = f"GROUP BY time({interval}) fill(none) LIMIT {limit}"
-
-    agg = aggregate.value
-    # Output columns "s_<field>" (sum), "n_<field>" (count) for a mean, "v_<field>" for min/max.
-    # The rollup's rows are read as they are (one per minute) and put into buckets here: InfluxDB 1.6
-    # spends as long on GROUP BY time() over 1,440 rollup rows as over the raw points (bench-ingest).
-    if aggregate is Aggregate.MEAN:
-        rollup_cols = ", ".join(
-            f"{_q('sum_' + f)} AS {_q('s_' + f)}, {_q('count_' + f)} AS {_q('n_' + f)}" for f in fields
-        )
-        raw_cols = ", ".join(
-            f"sum({_q(f)}) AS {_q('s_' + f)}, count({_q(f)}) AS {_q('n_' + f)}" for f in fields
-        )
-    else:
-        rollup_cols = ", ".join(f"{_q(agg + '_' + f)} AS {_q('v_' + f)}" for f in fields)
-        raw_cols = ", ".join(f"{agg}({_q(f)}) AS {_q('v_' + f)}" for f in fields)
-    statements: list[str] = []
+    # Columns "s_<field>" (sum), "n_<field>" (count) for a mean, "v_<field>" for min/max; the rollup's
+    # rows come one per minute and are put into buckets here.
+    rollup_range: tuple[datetime, datetime] | None = None
     raw_ranges = [(start, end)]
     if first < last:
-        statements.append(
-            f'SELECT {rollup_cols} FROM "{rollup_measurement(measurement)}" WHERE {_where(device, first, last)}'
-        )
+        rollup_range = (first, last)
         raw_ranges = [(start, first), (last, end)]
-    statements += [
-        f'SELECT {raw_cols} FROM "{measurement}" WHERE {_where(device, a, b)} {group}'
-        for a, b in raw_ranges
-        if a < b
-    ]
-    results = await asyncio.gather(*(_query_raw(influx, q) for q in statements))
+    with _influx_errors():
+        results = await repository.rollup_and_raw(
+            influx,
+            measurement,
+            device,
+            rollup_range,
+            [(a, b) for a, b in raw_ranges if a < b],
+            fields,
+            aggregate.value,
+            interval,
+            limit,
+        )
     step_ms = interval_seconds(interval) * 1000  # buckets aligned to the epoch, as InfluxDB's GROUP BY
     # Per bucket (epoch ms) and field: [sum, count] for mean, the value so far for min/max.
     merged: dict[int, dict[str, list[float]]] = {}
@@ -383,18 +344,8 @@ async def stats(
     _check_range(start, end)
     device = await _device(pool, org_id, device_id)
     measurement = MEASUREMENT[DeviceKind(device["kind"])]
-    parts = []
-    for f in fields:
-        parts += [
-            f'mean("{f}") AS "{f}__mean"',
-            f'min("{f}") AS "{f}__min"',
-            f'max("{f}") AS "{f}__max"',
-            f'count("{f}") AS "{f}__count"',
-        ]
-        if f.endswith("_w"):
-            parts.append(f'integral("{f}", 1h) AS "{f}__wh"')  # W x h
-    q = f'SELECT {", ".join(parts)} FROM "{measurement}" WHERE {_where(device, start, end)}'
-    series = await _query(influx, q)
+    with _influx_errors():
+        series = await repository.field_stats(influx, measurement, device, start, end, fields)
     # InfluxDB 1.x may put integral() on a row of its own (another timestamp): merge every row.
     row: dict[str, Any] = {}
     for s in series:
