@@ -8,6 +8,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from nattery_shared.pool_cancel import keep_cancellation
 from nattery_shared.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,12 @@ async def _configure(conn: AsyncConnection) -> None:
 
 
 def create_pool(settings: PostgresSettings, *, schema: str, name: str) -> AsyncConnectionPool:
-    """A pool whose connections see ``schema`` first. Open it with :func:`open_pool`."""
+    """A pool whose connections see ``schema`` first. Open it with :func:`open_pool`.
+
+    Its connection wait keeps a task's cancellation (psycopg_pool loses one on Python 3.11:
+    :mod:`nattery_shared.pool_cancel`), for every service, from the first pool on.
+    """
+    keep_cancellation()
     return AsyncConnectionPool(
         settings.dsn.get_secret_value(),
         min_size=settings.pool_min_size,

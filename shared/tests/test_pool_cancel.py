@@ -1,19 +1,22 @@
 """A task cancelled while it waits for a pool connection stops, even when the connection is handed to
-it in the same loop iteration (psycopg_pool's ``wait_for`` lost that cancel on 3.11: pool_cancel.py)."""
+it in the same loop iteration (psycopg_pool's ``wait_for`` lost that cancel on 3.11: nattery_shared/pool_cancel.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import psycopg_pool._acompat as _pool_compat
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 
-import nattery_integration  # noqa: F401  (importing the service applies the fix)
-from nattery_integration.pool_cancel import keep_cancellation
+from nattery_shared.db import create_pool
+from nattery_shared.pool_cancel import keep_cancellation
+from nattery_shared.settings import PostgresSettings
 from nattery_shared.testing import TEST_PG_DSN
 
 
 async def test_a_cancel_at_the_connection_hand_over_is_delivered() -> None:
-    keep_cancellation()  # idempotent: applied once by the import above
+    keep_cancellation()  # what create_pool does before it builds a pool (idempotent)
     pool = AsyncConnectionPool(TEST_PG_DSN, min_size=1, max_size=1, open=False, name="pool-cancel-test")
     await pool.open(wait=True)
     outcomes: dict[int, list[str]] = {}
@@ -49,3 +52,25 @@ async def test_a_cancel_at_the_connection_hand_over_is_delivered() -> None:
     lost = {y: o.count("cancel lost") for y, o in outcomes.items() if "cancel lost" in o}
     assert not lost, f"cancel() swallowed (by loop iterations after the hand-over): {lost}"
     assert outcomes[0].count("cancelled") == 10  # the race window itself was exercised
+
+
+def test_every_pool_the_kit_creates_has_the_fix() -> None:
+    """``create_pool`` applies it itself: no service has to remember a call at its start-up."""
+    classes = (_pool_compat.ACondition, _pool_compat.AEvent)
+    before = {cls: cls.wait_timeout for cls in classes}
+
+    async def unpatched(self: object, timeout_s: float, /) -> bool:  # as psycopg_pool ships it
+        raise AssertionError("never called")
+
+    try:
+        for cls in classes:
+            cls.wait_timeout = unpatched  # type: ignore[method-assign,assignment]
+        create_pool(PostgresSettings(dsn=SecretStr(TEST_PG_DSN)), schema="public", name="pool-cancel-kit")
+        for cls in classes:
+            assert cls.wait_timeout is not unpatched, (
+                f"{cls.__name__}.wait_timeout not patched by create_pool"
+            )
+            assert getattr(cls.wait_timeout, "__nattery_keeps_cancellation__", False)
+    finally:
+        for cls, method in before.items():
+            cls.wait_timeout = method  # type: ignore[method-assign]
