@@ -42,13 +42,14 @@ from nattery_analytics.settings import AnalyticsSection
 from nattery_contracts.events import EventType, ForecastPoint, ForecastUpdated, make_event
 from nattery_shared.errors import DependencyUnavailable, NotFound
 from nattery_shared.influx import InfluxClient, InfluxUnavailable
-from nattery_shared.rabbit import EventBus
+from nattery_shared.rabbit import EventBus, event_source
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key of the scheduled check ("nattery analytics load forecasts").
 SCHEDULE_LOCK = 0x4E41_4C46
-SOURCE = "/services/analytics"
+SOURCE = event_source("analytics")
 ISSUED = Counter("nattery_analytics_load_forecasts_total", "Load forecasts issued", ["model"])
 FAILED = Counter("nattery_analytics_load_forecast_failures_total", "Site forecasts that failed", ["stage"])
 
@@ -82,7 +83,16 @@ class LoadForecastService:
         self._models: dict[uuid.UUID, LoadModel] = {}
         self._site_locks: dict[uuid.UUID, asyncio.Lock] = {}
         self._parallel = asyncio.Semaphore(cfg.forecast_concurrency)
-        self._failing = False
+        # The scheduled check, every ``forecast_check_interval_s``; a failing check is tried again after
+        # the same interval (no faster back-off: each attempt reads every active site's history).
+        interval_s = cfg.forecast_check_interval_s
+        self.schedule = RetryLoop(
+            self.run_due,
+            name="scheduled load forecasts",
+            logger=log,
+            every_s=interval_s,
+            backoff=Backoff(initial_s=interval_s, max_s=interval_s),
+        )
 
     def target_day(self, now: datetime) -> date:
         """The local day after ``now``'s."""
@@ -224,17 +234,4 @@ class LoadForecastService:
 
     async def run(self) -> None:
         """The scheduled check, forever; a failing dependency is logged when it starts and when it ends."""
-        while True:
-            try:
-                await self.run_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if not self._failing:
-                    log.warning("scheduled load forecasts failing: %r", err)
-                    self._failing = True
-            else:
-                if self._failing:
-                    log.info("scheduled load forecasts recovered")
-                    self._failing = False
-            await asyncio.sleep(self._cfg.forecast_check_interval_s)
+        await self.schedule.run()
