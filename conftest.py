@@ -9,10 +9,20 @@ Because of that reset, sessions on one machine take turns: a machine-wide lock
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import faulthandler
+import gc
+import os
+import sys
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import psycopg
 import pytest
+import pytest_asyncio
 import redis
 
 from nattery_shared import migrations
@@ -47,3 +57,39 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     for service, schema in SERVICE_SCHEMAS.items():
         migrations.upgrade(ROOT / f"services/{service}/src/nattery_{service}/migrations", TEST_PG_DSN, schema)
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+
+
+# --- Session end: no hang on a leaked AMQP connection ------------------------------------------------
+# aio-pika 10's RobustConnection swallows the cancel of its reconnect task while it is reconnecting
+# (robust_connection.py: "Connection attempt ... cancelled. Reconnecting"), so a connection a test left
+# open, caught reconnecting when pytest-asyncio cancels the session loop's tasks, keeps that loop
+# running for ever: CI once hung there for 90 minutes after the last test. Close what is left first,
+# say what leaked, and never let the session's teardown outlive a watchdog.
+SESSION_TEARDOWN_LIMIT_S = 180.0
+
+
+@pytest_asyncio.fixture(scope="session", autouse=True, loop_scope="session")
+async def _close_leaked_amqp_connections() -> AsyncIterator[None]:
+    yield
+    leaked = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, aio_pika.RobustConnection) and not getattr(obj, "_close_called", False)
+    ]
+    for connection in leaked:
+        print(f"\nconftest: closing an AMQP connection a test left open: {connection!r}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), timeout=5)
+
+
+def _teardown_watchdog(limit_s: float) -> None:
+    print(f"\nconftest: session teardown still running after {limit_s:.0f} s; stacks:", file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr)
+    os._exit(3)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    watchdog = threading.Timer(SESSION_TEARDOWN_LIMIT_S, _teardown_watchdog, args=(SESSION_TEARDOWN_LIMIT_S,))
+    watchdog.daemon = True  # the process exits normally once teardown is over
+    watchdog.start()
