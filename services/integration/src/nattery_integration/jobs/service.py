@@ -17,10 +17,11 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_contracts.aio import raise_if_cancelling, wait_event, within
+from nattery_contracts.aio import raise_if_cancelling, within
 from nattery_integration.jobs import repository
 from nattery_integration.jobs.registry import JobContext, JobOutcome, JobRegistry, JobResult, JobSpec
 from nattery_integration.jobs.schemas import JobView
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +74,26 @@ class JobRunner:
         self.pool = pool
         self.registry = registry
         self.replica = replica
-        self._poll_s = poll_s
         self._lease_s = lease_s
         self._max_concurrent = max_concurrent
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._poke = asyncio.Event()
-        self._failing = False
-        self._stopping = False
+        self._rows_ready = False
+        # Every poll_s, or at once when poked; a turn that cannot reach PostgreSQL is tried again after
+        # poll_s too (a claim is one cheap query), logged once when it starts failing and once after.
+        self._turns = RetryLoop(
+            self._turn,
+            name="job runner",
+            logger=log,
+            every_s=poll_s,
+            backoff=Backoff(initial_s=poll_s, max_s=poll_s),
+        )
 
     def poke(self) -> None:
-        self._poke.set()
+        self._turns.poke()
 
     def stop(self) -> None:
         """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
-        self._stopping = True
-        self._poke.set()
+        self._turns.stop()
 
     async def ensure_rows(self) -> None:
         now = datetime.now(UTC)
@@ -100,29 +106,16 @@ class JobRunner:
                     conn, spec.name, spec.provider, now if spec.run_at_start else regular, regular
                 )
 
+    async def _turn(self) -> None:
+        if not self._rows_ready:
+            await self.ensure_rows()
+            self._rows_ready = True
+        await self.claim_and_start()
+
     async def run(self) -> None:
-        rows_ready = False
+        self._rows_ready = False
         try:
-            while not self._stopping:
-                # A client may have swallowed our cancellation mid-call (nattery_contracts.aio): stop anyway.
-                raise_if_cancelling()
-                try:
-                    if not rows_ready:
-                        await self.ensure_rows()
-                        rows_ready = True
-                    await self.claim_and_start()
-                    if self._failing:
-                        log.info("job runner reaching PostgreSQL again")
-                        self._failing = False
-                except asyncio.CancelledError:
-                    raise
-                except Exception as err:
-                    raise_if_cancelling()  # a client turned our cancellation into its own error
-                    if not self._failing:
-                        log.warning("job runner cannot claim jobs, will retry: %r", err)
-                        self._failing = True
-                await wait_event(self._poke, self._poll_s)
-                self._poke.clear()
+            await self._turns.run()
         finally:
             for task in self._running.values():
                 task.cancel()
@@ -149,7 +142,7 @@ class JobRunner:
 
     def _done(self, name: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(name, None)
-        self._poke.set()  # look again at once: the job may be due again (a short retry)
+        self.poke()  # look again at once: the job may be due again (a short retry)
 
     async def wait_idle(self) -> None:
         """Wait for the runs started so far (tests)."""
@@ -236,14 +229,23 @@ class JobRunner:
             log.warning("job %s: cannot release its lease at shutdown: %r", name, err)
 
     async def _renew(self, name: str) -> None:
-        while True:
-            await asyncio.sleep(self._lease_s / 3)
-            try:
-                async with self.pool.connection() as conn:
-                    await repository.renew(conn, name, self.replica, self._lease_s)
-            except Exception as err:  # the next renewal may work; the lease is long enough
-                raise_if_cancelling()
-                log.warning("job %s: cannot renew lease: %r", name, err)
+        """Renew the lease every third of it while the run lasts (cancelled when it ends); a failed
+        renewal is tried again at the next third (the lease is long enough), logged once until one works."""
+
+        async def renew() -> None:
+            async with self.pool.connection() as conn:
+                await repository.renew(conn, name, self.replica, self._lease_s)
+
+        every_s = self._lease_s / 3
+        renewals = RetryLoop(
+            renew,
+            name=f"job {name}: lease renewal",  # one per registered job: a fixed set of names
+            logger=log,
+            every_s=every_s,
+            backoff=Backoff(initial_s=every_s, max_s=every_s),
+            wait_first=True,
+        )
+        await renewals.run()
 
     async def views(self) -> list[JobView]:
         async with self.pool.connection() as conn:

@@ -16,16 +16,18 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_contracts.aio import raise_if_cancelling, wait_event
+from nattery_contracts.aio import raise_if_cancelling
 from nattery_integration.settings import WebhookSettings
 from nattery_integration.webhooks import repository, signature
 from nattery_integration.webhooks.batcher import DeliveryBatcher
 from nattery_integration.webhooks.registry import WebhookDelivery, WebhookHandler
 from nattery_shared.errors import BadRequest, NatteryError, NotFound, Unauthorized
+from nattery_shared.retry import Backoff, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +74,15 @@ class WebhookService:
                 self._keys[provider] = signature.secret_key(secret.get_secret_value())
             except ValueError as err:
                 raise ValueError(f"integration.webhooks.secrets.{provider}: {err}") from err
-        self._poke = asyncio.Event()
-        self._failing = False
-        self._stopping = False
+        # Drains pending deliveries when poked (a new one was stored) or every worker_poll_s; a turn
+        # that cannot reach PostgreSQL is tried again after worker_poll_s, logged once until it works.
+        self._worker = RetryLoop(
+            self._drain,
+            name="webhook worker",
+            logger=log,
+            every_s=settings.worker_poll_s,
+            backoff=Backoff(initial_s=settings.worker_poll_s, max_s=settings.worker_poll_s),
+        )
 
     @property
     def max_body_bytes(self) -> int:
@@ -139,34 +147,29 @@ class WebhookService:
         duplicate = not await self._batcher.store(provider, delivery_id, signed_at, body)
         WEBHOOKS_RECEIVED.labels(provider, "duplicate" if duplicate else "accepted").inc()
         if not duplicate:
-            self._poke.set()
+            self.poke()
         return Accepted(delivery_id, duplicate)
 
     # --- worker ----------------------------------------------------------------------------------
+    def poke(self) -> None:
+        """Drain now rather than at the next poll (a delivery was stored)."""
+        self._worker.poke()
+
+    @property
+    def _poke(self) -> SimpleNamespace:
+        """``_poke.set()``: how tests/test_integration_webhooks.py wakes the worker; prefer :meth:`poke`."""
+        return SimpleNamespace(set=self.poke)
+
     def stop(self) -> None:
         """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
-        self._stopping = True
-        self._poke.set()
+        self._worker.stop()
 
     async def run(self) -> None:
-        while not self._stopping:
-            # A client may have swallowed our cancellation mid-call (nattery_contracts.aio): stop anyway.
-            raise_if_cancelling()
-            try:
-                while await self.process_pending() == self._batch:
-                    pass
-                if self._failing:
-                    log.info("webhook worker reaching PostgreSQL again")
-                    self._failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                raise_if_cancelling()
-                if not self._failing:
-                    log.warning("webhook worker cannot claim deliveries, will retry: %r", err)
-                    self._failing = True
-            await wait_event(self._poke, self.settings.worker_poll_s)
-            self._poke.clear()
+        await self._worker.run()
+
+    async def _drain(self) -> None:
+        while await self.process_pending() == self._batch:
+            pass
 
     async def process_pending(self) -> int:
         """Claim up to a batch of pending deliveries and handle them; returns how many were claimed."""
