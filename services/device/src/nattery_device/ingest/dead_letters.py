@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from nattery_shared.retry import FailureLog
+
 log = logging.getLogger(__name__)
 
 REJECTED = Counter("nattery_device_ingest_rejected_total", "MQTT messages rejected", ["suffix", "reason"])
@@ -41,7 +43,7 @@ class RejectedStore:
     def __init__(self, redis: Redis, *, keep: int = 1000) -> None:
         self._redis = redis
         self._keep = keep
-        self._failing = False
+        self._failures = FailureLog("keeping rejected messages in redis", log)
 
     async def keep(self, rejections: list[Rejection]) -> None:
         if not rejections:
@@ -70,11 +72,9 @@ class RejectedStore:
             for org in orgs:
                 pipe.ltrim(org_key(org), 0, self._keep - 1)
             await pipe.execute()
-            self._failing = False
+            self._failures.ok()
         except Exception as err:  # Redis down: the metric still counts them; never block ingest
-            if not self._failing:
-                log.warning("cannot keep rejected messages in redis: %r", err)
-                self._failing = True
+            self._failures.failed(err)
 
     async def recent(self, org_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
         raw = await self._redis.lrange(org_key(org_id), 0, limit - 1)

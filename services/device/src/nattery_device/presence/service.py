@@ -32,7 +32,7 @@ from nattery_device.presence.latest import (
 from nattery_device.publishing import OUTBOX
 from nattery_device.stream.hub import StreamPublisher
 from nattery_shared.outbox import OutboxRelay
-from nattery_shared.retry import Backoff, RetryLoop
+from nattery_shared.retry import Backoff, FailureLog, RetryLoop
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class PresenceService:
         self._group_fields: dict[tuple[str, ...], str] = {}
         # Marked online in memory, PostgreSQL transaction still queued: load() must not undo that.
         self._waking: set[uuid.UUID] = set()
-        self._redis_failing = False
+        # Redis is a cache here: logged once when writing to it starts failing, once when it works.
+        self._redis_failures = FailureLog("latest values to redis", log)
 
     async def load(self) -> None:
         async with self._pool.connection() as conn:
@@ -174,9 +175,7 @@ class PresenceService:
                 pipe.eval(SET_LATEST_LUA, len(chunk), *chunk, *args[2 * i : 2 * (i + LATEST_CHUNK)])
             pipe.zadd(LAST_SEEN_KEY, seen, gt=True)
             await pipe.execute()
-            if self._redis_failing:
-                log.info("latest values reach redis again")
-            self._redis_failing = False
+            self._redis_failures.ok()
         except Exception as err:  # a cache: the next samples refill it
             self._redis_trouble(err)
 
@@ -196,9 +195,7 @@ class PresenceService:
         ).run()
 
     def _redis_trouble(self, err: Exception) -> None:
-        if not self._redis_failing:
-            log.warning("cannot update latest values in redis: %r", err)
-            self._redis_failing = True
+        self._redis_failures.failed(err)
 
     async def _wake(self, waking: list[tuple[DeviceEntry, Telemetry]]) -> None:
         try:
