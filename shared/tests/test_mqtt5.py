@@ -5,6 +5,7 @@ after ack(), an unacknowledged message comes again after a reconnect, a wrong pa
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 import uuid
@@ -22,7 +23,7 @@ from nattery_shared.mqtt5.client import (
     open_connection,
 )
 from nattery_shared.settings import MqttSettings
-from nattery_shared.testing import TEST_MQTT_PORT
+from nattery_shared.testing import TEST_MQTT_PORT, TcpProxy, eventually
 
 
 def _publish(topic: bytes, payload: bytes, *, mid: int | None, props: bytes = b"") -> bytes:
@@ -177,8 +178,8 @@ def test_short_connack_and_suback_are_protocol_errors() -> None:
 
 
 # --- against Mosquitto ----------------------------------------------------------------------------
-def _settings(password: str = "nattery-dev") -> MqttSettings:
-    return MqttSettings(port=TEST_MQTT_PORT, username="device-service", password=SecretStr(password))
+def _settings(password: str = "nattery-dev", port: int = TEST_MQTT_PORT) -> MqttSettings:
+    return MqttSettings(port=port, username="device-service", password=SecretStr(password))
 
 
 @pytest.fixture
@@ -252,3 +253,43 @@ async def test_an_unacknowledged_message_comes_again_after_a_reconnect(session: 
 async def test_a_wrong_password_is_refused() -> None:
     with pytest.raises(ConnectRefused, match=r"0x86|0x87"):
         await open_connection(_settings("wrong"), f"kit-test-{uuid.uuid4().hex[:8]}")
+
+
+async def test_the_subscriber_reconnects_by_itself_and_gets_the_unacknowledged_again(
+    session: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    client_id, topic = session
+    caplog.set_level(logging.INFO, logger="kit-test.mqtt")
+    proxy = TcpProxy("127.0.0.1", TEST_MQTT_PORT)
+    await proxy.start()
+    sub = AckingSubscriber(
+        _settings(port=proxy.port),
+        client_id=client_id,
+        filters=[topic],
+        name="kit-test",
+        logger=logging.getLogger("kit-test.mqtt"),
+    )
+    sub.start()
+    try:
+        async with asyncio.timeout(10):
+            await sub.connected.wait()
+        await _publish_and_wait_acks(topic, [b"before the cut"])
+        [first] = await _take(sub, 1)
+        await proxy.cut()
+        await eventually(lambda: not sub.connected.is_set(), timeout_s=10)
+        assert sub.ack([first]) == 0  # no connection: the PUBACK cannot go out
+        await proxy.restore()
+        await eventually(sub.connected.is_set, timeout_s=10)
+        assert sub.session_present is True
+        [again] = await _take(sub, 1)
+        assert (again.payload, again.generation) == (b"before the cut", first.generation + 1)
+        assert sub.ack([first]) == 0  # a delivery of the dropped connection is not acked on this one
+        assert sub.ack([again]) == 1
+        # Logged under the caller's logger: two connects, the drop once, the recovery once.
+        messages = [r.getMessage() for r in caplog.records if r.name == "kit-test.mqtt"]
+        assert sum("connected (session present" in m for m in messages) == 2, messages
+        assert sum("broker connection failing" in m for m in messages) == 1, messages
+        assert sum("broker connection works again" in m for m in messages) == 1, messages
+    finally:
+        await sub.close()
+        await proxy.close()

@@ -148,13 +148,17 @@ class AckingSubscriber:
         receive_maximum: int = 1000,
         session_expiry_s: int = 7 * 24 * 3600,
         name: str = "mqtt",
+        logger: logging.Logger | None = None,
     ) -> None:
+        """``name`` prefixes every log message; ``logger`` (default this module's) is where they go, so
+        a service's log filters and tests keep their own logger name."""
         self._settings = settings
         self._client_id = client_id
         self._filters = list(filters)
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._name = name
+        self._log = logger or log
         self._queue: collections.deque[Delivery] = collections.deque()
         self._wakeup = asyncio.Event()
         self._generation = 0
@@ -168,7 +172,7 @@ class AckingSubscriber:
         self._sessions = RetryLoop(
             self._session,
             name=f"{name}: broker connection",
-            logger=log,
+            logger=self._log,
             every_s=0,
             backoff=Backoff(initial_s=0.5, max_s=15.0),
             retry_on=CONNECTION_ERRORS,
@@ -219,14 +223,14 @@ class AckingSubscriber:
             self._writer = writer
             # ``connected`` waits for the SUBACK (set in _read): until then a brand-new shared group
             # does not exist at the broker and what sites publish to it is not queued for us.
-            log.info("%s: connected (session present: %s)", self._name, self.session_present)
+            self._log.info("%s: connected (session present: %s)", self._name, self.session_present)
             pinger = asyncio.create_task(self._ping(writer))
             try:
                 await self._read(reader, generation, pending)
             except CONNECTION_ERRORS as err:
                 if not self.connected.is_set() or time.monotonic() - self._subscribed_at < MIN_SESSION_S:
                     raise  # never subscribed, or dropped at once: back off
-                log.warning("%s: broker connection lost (%s), reconnecting", self._name, err)
+                self._log.warning("%s: broker connection lost (%s), reconnecting", self._name, err)
             finally:
                 pinger.cancel()
         finally:
