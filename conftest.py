@@ -83,13 +83,37 @@ async def _close_leaked_amqp_connections() -> AsyncIterator[None]:
 
 
 def _teardown_watchdog(limit_s: float) -> None:
-    print(f"\nconftest: session teardown still running after {limit_s:.0f} s; stacks:", file=sys.stderr)
-    faulthandler.dump_traceback(file=sys.stderr)
-    os._exit(3)
+    try:  # the real stderr: pytest's capture may have replaced sys.stderr with something without a fd
+        stderr = sys.__stderr__ or sys.stdout
+        print(
+            f"\nconftest: session teardown still running after {limit_s:.0f} s; stacks:",
+            file=stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=stderr)
+    finally:
+        os._exit(3)
+
+
+_watchdog: threading.Timer | None = None
+
+
+def _start_teardown_watchdog() -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = threading.Timer(
+            SESSION_TEARDOWN_LIMIT_S, _teardown_watchdog, args=(SESSION_TEARDOWN_LIMIT_S,)
+        )
+        _watchdog.daemon = True  # the process exits normally once teardown is over
+        _watchdog.start()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None:  # the last test's teardown also tears down the session's fixtures and loop
+        _start_teardown_watchdog()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    watchdog = threading.Timer(SESSION_TEARDOWN_LIMIT_S, _teardown_watchdog, args=(SESSION_TEARDOWN_LIMIT_S,))
-    watchdog.daemon = True  # the process exits normally once teardown is over
-    watchdog.start()
+    _start_teardown_watchdog()
