@@ -77,7 +77,7 @@ async def _close_leaked_amqp_connections() -> AsyncIterator[None]:
         if isinstance(obj, aio_pika.RobustConnection) and not getattr(obj, "_close_called", False)
     ]
     for connection in leaked:
-        print(f"\nconftest: closing an AMQP connection a test left open: {connection!r}", file=sys.stderr)
+        print(f"\nconftest: closing an AMQP connection a test left open: {connection!r}", file=sys.__stderr__)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(connection.close(), timeout=5)
 
