@@ -174,7 +174,9 @@ class InfluxBatchWriter:
             except ValueError as err:  # not a device tag we can quote: nothing to recompute
                 log.warning("history rollup of late points skipped: %s", err)
             ROLLUP_REROLLS.inc()
-            del self._reroll[(measurement, device)]
+            # pop, not del: the other write in flight may have re-rolled (and removed) it meanwhile; a
+            # KeyError here left the batch unacknowledged (redelivered) and its task's error unread.
+            self._reroll.pop((measurement, device), None)
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending and wait for in-flight writes (clean shutdown)."""
