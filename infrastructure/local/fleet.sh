@@ -13,5 +13,8 @@ if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then  # 2: registered, not configured for
   echo "fleet: could not register the simulated sites; running the simulators without bridges" >&2
   exec uv run --no-sync python -m nattery_sim.fleet --sites "$SITES" --no-bridge
 fi
+if [ "$rc" -eq 2 ]; then
+  echo "fleet: not every simulated site is fully configured (provision_fleet named them above); running them anyway" >&2
+fi
 export NATTERY_BRIDGE_MQTT__HOST=127.0.0.1 NATTERY_BRIDGE_MQTT__PORT=1884
 exec uv run --no-sync python -m nattery_sim.fleet --sites "$SITES"

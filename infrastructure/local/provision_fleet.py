@@ -8,6 +8,12 @@ Then configure what makes it trade: in trading the battery (the simulator's own 
 strategy; in the integration service the site's location and PV array, and once per org an Octopus
 connection (region J), whose price job publishes the prices trading plans on. Every step is idempotent.
 
+Every request goes through :class:`RetryingTransport`: a 429 from the gateway's per-address rate limit
+is retried after its ``Retry-After``, transient failures (connection errors; 502/503/504 for requests
+that may be repeated) with jittered exponential back-off. A site that still cannot be fully provisioned
+is named with what failed on stderr, and the exit status is 2 (registered, not fully configured) or 1
+(not registered).
+
     uv run python infrastructure/local/provision_fleet.py --sites 3
     uv run python infrastructure/local/provision_fleet.py --sites 3 --status   # what the fleet is doing
 """
@@ -15,14 +21,18 @@ connection (region J), whose price job publishes the prices trading plans on. Ev
 from __future__ import annotations
 
 import argparse
+import email.utils
+import random
 import re
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from nattery_sim.fleet import site_params
 
@@ -52,6 +62,119 @@ TARIFFS = {
 }
 
 
+# --- retries -------------------------------------------------------------------------------------------
+# Statuses worth another attempt: the gateway's rate limit (the request was refused before it reached a
+# service, so any request may be repeated), and, for requests that may be repeated whatever happened
+# upstream (GET, PUT, DELETE), a service restarting or slow behind the gateway. A POST is repeated only
+# when it certainly did nothing: refused by the rate limit or before the connection was made.
+RATE_LIMITED = 429
+TRANSIENT = frozenset({502, 503, 504})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class _Again(Exception):
+    def __init__(self, response: httpx.Response, retry_after_s: float | None) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class RetryingTransport(httpx.BaseTransport):
+    """Retries 429 after its ``Retry-After`` and transient failures with jittered exponential back-off
+    (tenacity). When the attempts run out, the last answer is returned (the caller reports it) or the
+    last transport error raised. ``extensions={"retry": False}`` on a request sends it once."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport | None = None,
+        *,
+        attempts: int = 8,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+        jitter_s: float = 0.25,
+        max_retry_after_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self._inner = inner or httpx.HTTPTransport()
+        self.attempts = attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.jitter_s = jitter_s
+        self.max_retry_after_s = max_retry_after_s
+        self._sleep = sleep
+        self._on_retry = on_retry
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _wait(self, state: RetryCallState) -> float:
+        err = state.outcome.exception() if state.outcome is not None else None
+        jitter = random.uniform(0, self.jitter_s)
+        if isinstance(err, _Again) and err.retry_after_s is not None:
+            return min(err.retry_after_s, self.max_retry_after_s) + jitter
+        backoff = self.backoff_initial_s * 2.0 ** (state.attempt_number - 1)
+        return min(self.backoff_max_s, backoff) + jitter
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(err, _Again):
+            err.response.close()  # the answer of the attempt about to be repeated
+        if self._on_retry is not None and state.next_action is not None:
+            self._on_retry(
+                f"{err} (attempt {state.attempt_number}), again in {state.next_action.sleep:.1f} s"
+            )
+
+    def _attempt(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        status = response.status_code
+        if status == RATE_LIMITED or (status in TRANSIENT and request.method in IDEMPOTENT):
+            wait = retry_after_s(response.headers.get("retry-after"))
+            if wait is not None and wait > self.max_retry_after_s:
+                return response  # not worth waiting for here: reported as it is
+            raise _Again(response, wait)
+        return response
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.extensions.get("retry") is False:
+            return self._inner.handle_request(request)
+        again: tuple[type[Exception], ...] = (
+            (_Again, httpx.TransportError)
+            if request.method in IDEMPOTENT
+            else (_Again, httpx.ConnectError, httpx.ConnectTimeout)
+        )
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=self._wait,
+                retry=retry_if_exception_type(again),
+                before_sleep=self._before_sleep,
+                sleep=self._sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    return self._attempt(request)
+        except _Again as err:
+            return err.response  # out of attempts: the last answer, for the caller to report
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
 def read_admin(path: Path) -> tuple[str, str]:
     text = path.read_text()
     email = re.search(r"created admin (\S+)", text)
@@ -76,6 +199,26 @@ def write_bridge_env(site_dir: Path, password: str) -> None:
     env.chmod(0o600)
 
 
+class ProvisionError(Exception):
+    """A step that failed for good (after the transport's retries), in words for the console."""
+
+
+def describe(err: BaseException) -> str:
+    """One readable line for what failed: the answer's status and detail, or the connection error."""
+    if isinstance(err, httpx.HTTPStatusError):
+        r = err.response
+        return f"{r.request.method} {r.request.url.path}: {r.status_code} {r.text.strip()[:300]}"
+    if isinstance(err, httpx.TransportError):
+        return f"{type(err).__name__}: {err}"
+    return str(err)
+
+
+def problem(what: str, err: BaseException) -> str:
+    """``what: <why>`` for the closing summary (a ProvisionError may already name the step)."""
+    text = describe(err)
+    return text if text.startswith(f"{what}:") else f"{what}: {text}"
+
+
 def until_known(call: Any, what: str, wait_s: float = 60.0) -> httpx.Response:
     """Retry a call answered 404 while a service has not yet learnt the site (device.registered is an
     event: trading and integration hear of a new site within a second or two)."""
@@ -84,7 +227,7 @@ def until_known(call: Any, what: str, wait_s: float = 60.0) -> httpx.Response:
         response: httpx.Response = call()
         if response.status_code != 404 or time.monotonic() > deadline:
             if response.status_code >= 400:
-                raise SystemExit(f"provision_fleet: {what}: {response.status_code} {response.text[:300]}")
+                raise ProvisionError(f"{what}: {response.status_code} {response.text.strip()[:300]}")
             return response
         time.sleep(0.5)
 
@@ -110,7 +253,7 @@ def ensure_octopus_connection(client: httpx.Client) -> str:
     NATTERY_INTEGRATION__OCTOPUS__BASE_URL: the replay in `make run`, or the real API)."""
     response = client.get("/api/integration/connections")
     if response.status_code == 404:
-        raise SystemExit("provision_fleet: the integration service has no /connections route (yet)")
+        raise ProvisionError("the integration service has no /connections route (yet)")
     for c in response.raise_for_status().json():
         if c["provider"] == "octopus":
             return "octopus connection already there"
@@ -163,10 +306,7 @@ def configure_site(client: httpx.Client, site_id: str, index: int, tariffs: dict
 
 def configure_pv(client: httpx.Client, site_id: str, pv: dict[str, Any]) -> str:
     """The site's location and PV array in the integration service (its weather and PV forecast)."""
-    try:
-        until_known(lambda: client.put(f"/api/integration/sites/{site_id}/pv-array", json=pv), "PV array", 20)
-    except SystemExit as err:
-        return f"no PV array ({err}); plans use trading's own PV baseline"
+    until_known(lambda: client.put(f"/api/integration/sites/{site_id}/pv-array", json=pv), "PV array", 20)
     return f"PV array {pv['kwp']} kWp"
 
 
@@ -283,7 +423,7 @@ def status(client: httpx.Client, args: argparse.Namespace) -> int:
         time.sleep(5)
 
 
-def main() -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -302,49 +442,108 @@ def main() -> int:
         help="with --status: poll until every site "
         "has a schedule and moves as planned, for at most this long",
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    email, password = read_admin(args.admin_file)
-    with httpx.Client(base_url=args.gateway, timeout=10) as client:
-        deadline = time.monotonic() + args.wait_s
-        while True:
-            try:
-                # Every service: each declares its event queues when it connects, and one that is not
-                # up yet would miss the device.registered of the sites created now.
-                if all(client.get(f"/api/{s}/readyz").status_code == 200 for s in SERVICES):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                print("provision_fleet: the services are not ready", file=sys.stderr)
-                return 1
-            time.sleep(1)
-        login(client, email, password)
-        if args.status:
-            return status(client, args)
-        sites: list[tuple[str, str]] = []
-        for i in range(1, args.sites + 1):
-            slug = f"{args.prefix}-{i:03d}"
-            site_id, outcome = provision(client, slug, args.root).split(" ", 1)
-            print(f"provision_fleet: {slug}: {outcome}", flush=True)
-            sites.append((slug, site_id))
-        if args.no_trading:
-            return 0
+
+def wait_ready(client: httpx.Client, wait_s: float) -> bool:
+    """Every service ready behind the gateway: each declares its event queues when it connects, and one
+    that is not up yet would miss the device.registered of the sites created now."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:  # probes are not retried by the transport: this loop is their retry
+            if all(
+                client.get(f"/api/{s}/readyz", extensions={"retry": False}).status_code == 200
+                for s in SERVICES
+            ):
+                return True
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
+def provision_fleet(client: httpx.Client, args: argparse.Namespace) -> dict[str, list[str]]:
+    """Register and configure every site; returns what failed, per site (empty: all done)."""
+    failed: dict[str, list[str]] = {}
+    sites: list[tuple[int, str, str]] = []
+    for i in range(1, args.sites + 1):
+        slug = f"{args.prefix}-{i:03d}"
         try:
-            tariffs = ensure_tariffs(client)
-            arrays = []
-            for i, (slug, site_id) in enumerate(sites):
-                arrays.append(configure_site(client, site_id, i, tariffs))
-                print(f"provision_fleet: {slug}: battery, Agile tariffs, arbitrage strategy", flush=True)
-            print(f"provision_fleet: {ensure_octopus_connection(client)}", flush=True)
-            for (slug, site_id), pv in zip(sites, arrays, strict=True):
-                print(f"provision_fleet: {slug}: {configure_pv(client, site_id, pv)}", flush=True)
-        except (SystemExit, httpx.HTTPError) as err:  # the sites exist: the fleet can run untraded
-            print(
-                f"provision_fleet: sites registered, but not configured for trading: {err}", file=sys.stderr
-            )
-            return 2
-    return 0
+            site_id, outcome = provision(client, slug, args.root).split(" ", 1)
+        except (ProvisionError, httpx.HTTPError) as err:
+            failed[slug] = [problem("registration", err)]
+            continue
+        print(f"provision_fleet: {slug}: {outcome}", flush=True)
+        sites.append((i - 1, slug, site_id))
+    if args.no_trading or not sites:
+        return failed
+    try:
+        tariffs = ensure_tariffs(client)
+    except (ProvisionError, httpx.HTTPError) as err:
+        for _, slug, _ in sites:
+            failed.setdefault(slug, []).append(problem("tariffs", err))
+        return failed
+    arrays: dict[str, dict[str, Any]] = {}
+    for index, slug, site_id in sites:
+        try:
+            arrays[slug] = configure_site(client, site_id, index, tariffs)
+        except (ProvisionError, httpx.HTTPError) as err:
+            failed.setdefault(slug, []).append(problem("battery, tariffs or strategy", err))
+            continue
+        print(f"provision_fleet: {slug}: battery, Agile tariffs, arbitrage strategy", flush=True)
+    try:
+        print(f"provision_fleet: {ensure_octopus_connection(client)}", flush=True)
+    except (ProvisionError, httpx.HTTPError) as err:  # no prices: no site of the org trades
+        for _, slug, _ in sites:
+            failed.setdefault(slug, []).append(problem("Octopus connection (prices)", err))
+    for _, slug, site_id in sites:
+        if slug not in arrays:
+            continue
+        try:
+            print(f"provision_fleet: {slug}: {configure_pv(client, site_id, arrays[slug])}", flush=True)
+        except (ProvisionError, httpx.HTTPError) as err:
+            failed.setdefault(slug, []).append(problem("PV array", err))
+    return failed
+
+
+def run(client: httpx.Client, args: argparse.Namespace, email: str, password: str) -> int:
+    if not wait_ready(client, args.wait_s):
+        print("provision_fleet: the services are not ready", file=sys.stderr)
+        return 1
+    try:
+        login(client, email, password)
+    except httpx.HTTPError as err:
+        print(f"provision_fleet: cannot log in as {email}: {describe(err)}", file=sys.stderr)
+        return 1
+    if args.status:
+        return status(client, args)
+    failed = provision_fleet(client, args)
+    if not failed:
+        return 0
+    print(
+        f"provision_fleet: {len(failed)} of {args.sites} simulated sites not fully provisioned:",
+        file=sys.stderr,
+    )
+    for slug, problems in sorted(failed.items()):
+        for problem in problems:
+            print(f"provision_fleet:   {slug}: {problem}", file=sys.stderr)
+    # 1: a site is not even registered (no bridge can connect); 2: registered, not fully configured
+    return 1 if any(p.startswith("registration:") for ps in failed.values() for p in ps) else 2
+
+
+def retrying_client(gateway: str, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    def say(what: str) -> None:
+        print(f"provision_fleet: retrying: {what}", file=sys.stderr, flush=True)
+
+    return httpx.Client(base_url=gateway, timeout=10, transport=RetryingTransport(transport, on_retry=say))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    email, password = read_admin(args.admin_file)
+    with retrying_client(args.gateway) as client:
+        return run(client, args, email, password)
 
 
 if __name__ == "__main__":
