@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -152,22 +153,32 @@ class EventBus:
 
     async def _connect_once(self) -> None:
         connection = await aio_pika.connect_robust(self._settings.url.get_secret_value(), timeout=5)
-        channel: AbstractRobustChannel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self._settings.prefetch_count)
-        self._exchange = await channel.declare_exchange(
-            self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        await channel.declare_exchange(
-            self._settings.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        self._connection, self._channel = connection, channel
-        for spec, handler, seen in self._consumers:
-            await self._start_consumer(spec, handler, seen)
+        try:
+            channel: AbstractRobustChannel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=self._settings.prefetch_count)
+            self._exchange = await channel.declare_exchange(
+                self._settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await channel.declare_exchange(
+                self._settings.dead_letter_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            self._connection, self._channel = connection, channel
+            for spec, handler, seen in self._consumers:
+                await self._start_consumer(spec, handler, seen)
+        except BaseException:
+            # A half-set-up connection is closed, not left behind: the retry makes a new one, and a
+            # RobustConnection left open keeps reconnecting for ever (it even swallows a cancel then).
+            self._connection = self._channel = None
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close())
+            raise
         self._connected.set()
 
     async def close(self) -> None:
         if self._connect_task is not None:
             self._connect_task.cancel()
+            # Wait for it: cancelled between connecting and storing, it closes its own connection.
+            await asyncio.wait([self._connect_task])  # its outcome is not ours to raise
         if self._connection is not None:
             await self._connection.close()
         self._connected.clear()
