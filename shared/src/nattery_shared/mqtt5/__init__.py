@@ -20,6 +20,11 @@ paho-mqtt ``manual_ack``, own network thread 5,334           143.4 us
 aiomqtt over paho ``manual_ack``             5,324           174.1 us
 ===========================================  ==============  ===================
 
+A second run (load average 4-5) gave the same picture: 139,359 msg/s at 3.5 us, 6,229 at 143.6 us,
+5,762 at 157.4 us. The paho figure includes its network thread contending for the GIL with the
+asyncio side that stores and acks; acking inside paho's thread would save the hand-over but put the
+durable store there too.
+
 paho reads a packet at a time (a few ``recv`` calls and a ``MQTTMessage`` per message), and each
 ``ack()`` queues a PUBACK and wakes its loop through a socket pair; aiomqtt adds an ``asyncio.Queue``
 and a task per message on top and has no manual-ack option of its own (its paho client underneath has
