@@ -122,6 +122,14 @@ def bench_capture() -> None:
 
 # --- fleet re-plan through the production path ------------------------------------------------------
 FLEET_DB = "nattery_bench_trading"
+
+
+def fleet_database(n: int) -> str:
+    """The fleet's database: ``nattery_bench_trading`` for the 10,000 sites of the figure, one of its own
+    for another size (a smaller run while iterating keeps the big one for ``--reuse-db``)."""
+    return FLEET_DB if n == 10_000 else f"{FLEET_DB}_{n}"
+
+
 MARKET, REGION = "bench-agile", "J"
 SITES_PER_ORG = 100
 
@@ -395,13 +403,14 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
     from nattery_shared.testing import TEST_RABBIT_URL
 
     t = time.monotonic()
-    _, published = setup_fleet_db(n, history_days, reuse)
+    database = fleet_database(n)
+    _, published = setup_fleet_db(n, history_days, reuse, database=database)
     note(
         "bench-trading",
         f"fleet database: {n} sites, {history_days} days of actuals in {time.monotonic() - t:.0f} s",
     )
     queue_name = f"bench.trading.site_plans.{os.getpid()}"
-    procs = TradingProcesses(workers, queue_name)
+    procs = TradingProcesses(workers, queue_name, database)
     connection = await aio_pika.connect_robust(TEST_RABBIT_URL)
     bus = EventBus(RabbitSettings(url=SecretStr(TEST_RABBIT_URL)), source="/bench/trading")
     try:
@@ -461,9 +470,9 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
         elapsed = time.monotonic() - started
         cpu = meter.ms_per(max(1, len(seen)))
         load = _loadavg()
-        enqueued = await _jobs_timeline(started_at)
+        enqueued = await _jobs_timeline(started_at, database)
         procs.stop()
-        breakdown = await _breakdown(sample, bus)
+        breakdown = await _breakdown(sample, bus, database)
     finally:
         procs.stop()
         await bus.close()
@@ -487,12 +496,12 @@ async def _fleet_replan(n: int, workers: int, history_days: int, sample: int, re
     }
 
 
-async def _jobs_timeline(since: datetime) -> dict[str, Any]:
+async def _jobs_timeline(since: datetime, database: str) -> dict[str, Any]:
     """What plan_jobs recorded since ``since``: how the work spread over the workers."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(
-        _dsn(FLEET_DB), options="-c search_path=trading"
+        _dsn(database), options="-c search_path=trading"
     ) as conn:
         cur = await conn.execute(
             "SELECT worker, count(*), extract(epoch FROM max(published_at) - min(created_at)) "
@@ -503,7 +512,7 @@ async def _jobs_timeline(since: datetime) -> dict[str, Any]:
     return {"per_worker": {str(w): int(c) for w, c, _ in rows}}
 
 
-async def _breakdown(sample: int, bus: Any) -> dict[str, float]:
+async def _breakdown(sample: int, bus: Any, database: str) -> dict[str, float]:
     """Where a site's plan goes: ``PlanningService.run_job`` (the code the workers run) on ``sample``
     sites in jobs of the production size, one job at a time, with the repositories' batch queries (and
     the lock transaction), the forecast, the solve and the outbox flush (publish) timed. Milliseconds
@@ -522,7 +531,7 @@ async def _breakdown(sample: int, bus: Any) -> dict[str, float]:
     from nattery_trading.strategies.repository import StrategyRepository
     from nattery_trading.tariffs.repository import TariffRepository
 
-    pool = db.create_pool(PostgresSettings(dsn=_dsn(FLEET_DB)), schema=SCHEMA, name="bench-breakdown")  # type: ignore[arg-type]
+    pool = db.create_pool(PostgresSettings(dsn=_dsn(database)), schema=SCHEMA, name="bench-breakdown")  # type: ignore[arg-type]
     await db.open_pool(pool)
     spent: dict[str, float] = defaultdict(float)
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nattery_contracts.events import CloudEvent, EventType
-from nattery_shared.rabbit import EventBus, QueueSpec
+from nattery_shared.rabbit import EventBus, QueueSpec, event_source
 from nattery_shared.settings import RabbitSettings
 from nattery_shared.testing import eventually
 from nattery_trading.outbox import OutboxRelay
@@ -130,6 +130,7 @@ async def test_an_announcement_that_could_not_be_published_is_published_by_the_r
     assert events[0].type == EventType.SCHEDULE_PUBLISHED
     assert events[0].id == uuid.uuid5(EVENT_NAMESPACE, str(key)) and events[0].data.version == 1
     assert events[0].data.valid_until > datetime.now(UTC)
+    assert events[0].source == event_source("trading")  # the kit's convention: /services/trading
 
 
 async def _failing(*_: Any) -> int:

@@ -24,7 +24,7 @@ from nattery_contracts.events import (
     PricePoint,
     make_event,
 )
-from nattery_shared.rabbit import EventBus, QueueSpec
+from nattery_shared.rabbit import EventBus, QueueSpec, event_source
 from nattery_shared.testing import TEST_RABBIT_URL, TestIssuer, bearer, eventually, test_settings_kwargs
 from nattery_trading.app import build_planning, create_app
 from nattery_trading.dispatches.repository import DispatchRepository
@@ -357,6 +357,7 @@ async def test_dispatch_executed_is_published_when_its_window_ends(
     await planning.replan_due(now)
     got = await eventually(lambda: asyncio.sleep(0, collector.of("dispatch.status_changed")))
     assert got[0].data.dispatch_id == dispatch_id and got[0].data.status.value == "executed"
+    assert got[0].source == event_source("trading")
 
 
 async def test_drift_from_plan_enqueues_a_replan(

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from nattery_contracts.events import CloudEvent, DispatchStatus, DispatchStatusChanged, EventType, make_event
+from nattery_shared.rabbit import event_source
 from nattery_trading.dispatches.repository import DispatchRow
 
-SOURCE = "nattery/trading"
+SOURCE = event_source("trading")
 
 
 def status_changed(

@@ -35,16 +35,15 @@ def _lagged_mean(history: FloatArray, horizon: int, period: int, count: int) -> 
         return None
     j = np.arange(horizon)
     base = n + j - (j // period) * period
+    # all lags at once (count x horizon), summed in the order w = 1, 2, ... as a loop over w would
+    idx = base[None, :] - np.arange(1, count + 1)[:, None] * period
+    ok = idx >= 0
+    values = np.where(ok, history[np.where(ok, idx, 0)], 0.0)
     total = np.zeros(horizon)
-    k = np.zeros(horizon)
-    for w in range(1, count + 1):
-        idx = base - w * period
-        ok = idx >= 0
-        if not ok.any():
-            break
-        total[ok] += history[idx[ok]]
-        k[ok] += 1
-    return total / np.maximum(k, 1)
+    for row in values:  # row by row: the sum's order, hence its rounding, of a loop over the lags
+        total += row
+    k = ok.sum(axis=0)
+    return np.asarray(total / np.maximum(k, 1), dtype=np.float64)
 
 
 @dataclass(frozen=True)

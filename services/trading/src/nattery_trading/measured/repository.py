@@ -163,14 +163,21 @@ class MeasuredStates:
     async def histories(
         conn: AsyncConnection[Any], site_ids: Sequence[uuid.UUID], start: datetime, end: datetime
     ) -> dict[uuid.UUID, Actuals]:
-        """Recorded load and PV in ``[start, end)`` per site of a plan batch, as arrays (one row of three
-        arrays a site): the baseline forecasts' history.
+        """Recorded load and PV in ``[start, end)`` per site of a plan batch, as arrays: the baseline
+        forecasts' history.
 
-        Unordered (the forecasts bin readings by time, whatever their order: sorting each site's weeks
-        of rows cost PostgreSQL more than reading them), epoch seconds as float8 (not numeric), binary."""
+        One row a site whose three columns are the readings' values back to back, 8 bytes each as
+        PostgreSQL sends them (``timestamptz_send``: microseconds since 2000; ``float8send``; NULL as
+        NaN), made into arrays with one ``frombuffer`` each. Arrays (``array_agg``) cost PostgreSQL a
+        send call per element and psycopg a Python float per element: ~0.35 ms of PostgreSQL CPU and
+        ~0.3 ms of ours a site of a fleet re-plan (bench-trading). Unordered (the forecasts bin readings
+        by time, whatever their order: sorting each site's weeks of rows cost PostgreSQL more than
+        reading them); the three aggregates see the rows in the same order."""
         async with conn.cursor(row_factory=tuple_row, binary=True) as cur:
             await cur.execute(
-                "SELECT site_id, array_agg(date_part('epoch', start_at)), array_agg(load_kw), array_agg(pv_kw) "
+                "SELECT site_id, string_agg(timestamptz_send(start_at), ''), "
+                f"string_agg(coalesce(float8send(load_kw), {_NAN}), ''), "
+                f"string_agg(coalesce(float8send(pv_kw), {_NAN}), '') "
                 "FROM actuals WHERE site_id = ANY(%s) AND start_at >= %s AND start_at < %s "
                 "AND (load_kw IS NOT NULL OR pv_kw IS NOT NULL) GROUP BY site_id",
                 (list(site_ids), start, end),
@@ -178,9 +185,14 @@ class MeasuredStates:
             rows = await cur.fetchall()
         return {
             site: Actuals(
-                np.rint(np.array(t_s, dtype=np.float64) * 1e6).astype(np.int64),
-                np.array(load, dtype=np.float64),
-                np.array(pv, dtype=np.float64),
+                np.frombuffer(t_us, ">i8").astype(np.int64) + _PG_EPOCH_US,
+                np.frombuffer(load, ">f8").astype(np.float64),
+                np.frombuffer(pv, ">f8").astype(np.float64),
             )
-            for site, t_s, load, pv in rows
+            for site, t_us, load, pv in rows
         }
+
+
+# float8send of NaN (a NULL reading), and 2000-01-01 (PostgreSQL's epoch) in microseconds since 1970
+_NAN = "'\\x7ff8000000000000'::bytea"
+_PG_EPOCH_US = 946_684_800_000_000

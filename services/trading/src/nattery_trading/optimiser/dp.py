@@ -56,15 +56,20 @@ def dp_battery_power(
     ok = (-power[None, :] <= c_ub[:, None] + 1e-9) & (power[None, :] <= d_ub[:, None] + 1e-9)
     cost = np.where(ok, cost, np.inf)  # (t, offsets)
     tv = inp.terminal_value_p_per_kwh or 0.0
-    v_next = -tv * levels
-    choice = np.empty((t, LEVELS + 1), dtype=np.int64)
-    pad_lo, pad_hi = kd, kc
+    n = LEVELS + 1
+    choice = np.empty((t, n), dtype=np.int64)
+    # One padded value vector and one window view on it for the whole recursion (a new padded array and
+    # a new view per slot were most of the DP's time): win[j, o] = v_next[j + offsets[o]], inf outside.
+    padded = np.full(kd + n + kc, np.inf)
+    v_next = padded[kd : kd + n]
+    v_next[:] = -tv * levels
+    win = sliding_window_view(padded, len(offsets))
+    total = np.empty((n, len(offsets)))
+    rows = np.arange(n)
     for i in range(t - 1, -1, -1):
-        padded = np.concatenate([np.full(pad_lo, np.inf), v_next, np.full(pad_hi, np.inf)])
-        win = sliding_window_view(padded, len(offsets))  # win[j, o] = v_next[j + offsets[o]]
-        total = win + cost[i][None, :]
-        choice[i] = np.argmin(total, axis=1)
-        v_next = total[np.arange(LEVELS + 1), choice[i]]
+        np.add(win, cost[i][None, :], out=total)
+        np.argmin(total, axis=1, out=choice[i])
+        v_next[:] = total[rows, choice[i]]
     j = round((s0 - floor_kwh) / delta)
     out = np.empty(t)
     for i in range(t):

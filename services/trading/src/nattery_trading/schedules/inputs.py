@@ -89,6 +89,19 @@ class BatchInputs:
     dispatches: dict[uuid.UUID, list[DispatchRow]]
     # slot prices by what they follow from (``_price_key``): computed once a batch for the sites sharing it
     slot_prices: dict[tuple[object, ...], FloatArray] = field(default_factory=dict)
+    # the first day's lower quartile of an import price array (the end-of-horizon value), by the array's
+    # id: the sites sharing a tariff's slot prices share it (the array is kept to keep its id its own)
+    recent_q25: dict[int, tuple[FloatArray, float]] = field(default_factory=dict)
+
+    def recent_quartile(self, prices: FloatArray) -> float:
+        """The lower quartile of the first 48 slots of ``prices``."""
+        got = self.recent_q25.get(id(prices))
+        if got is None or got[0] is not prices:
+            got = self.recent_q25[id(prices)] = (
+                prices,
+                float(np.quantile(prices[: min(len(prices), 48)], 0.25)),
+            )
+        return got[1]
 
 
 class PlanInputs:
@@ -227,7 +240,6 @@ class PlanInputs:
             )
             if strategy.demand_charge_p_per_kw:
                 dc = DemandCharge(strategy.demand_charge_p_per_kw, strategy.billed_peak_kw)
-        recent = imp[: min(len(imp), 48)]
         inp = PlanInput(
             start=start,
             slot_minutes=self.slot_minutes,
@@ -253,6 +265,6 @@ class PlanInputs:
             strategy=Strategy(
                 kind=kind, reserve_soc_pct=reserve, demand_charge=dc, windows=windows, dispatches=dispatches
             ),
-            terminal_value_p_per_kwh=float(np.quantile(recent, 0.25)) / site.charge_efficiency,
+            terminal_value_p_per_kwh=got.recent_quartile(imp) / site.charge_efficiency,
         )
         return inp, forecast_meta

@@ -33,6 +33,7 @@ from aio_pika.abc import (
 )
 
 from nattery_contracts.aio import within
+from nattery_shared.retry import Backoff, retry_until_ok
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +160,13 @@ class SitePlanQueue:
             raise ConnectionError(f"not connected to rabbitmq ({self.name})")
 
     async def _connect_forever(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                await self._connect_once()
-                return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as err:
-                log.warning("%s: rabbitmq unreachable, retrying: %s", self.name, err)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        await retry_until_ok(
+            self._connect_once,
+            name=f"rabbitmq connection ({self.name})",
+            logger=log,
+            backoff=Backoff(initial_s=0.5, max_s=10.0),
+            retry_on=(TimeoutError, OSError, aio_pika.exceptions.AMQPError),
+        )
 
     async def _connect_once(self) -> None:
         connection = await aio_pika.connect_robust(self.url, timeout=5)

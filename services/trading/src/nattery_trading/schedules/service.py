@@ -31,7 +31,8 @@ import numpy as np
 from nattery_contracts.events import CloudEvent, EventType, ForecastUpdated, SchedulePublished, make_event
 from nattery_contracts.mqtt import BatteryMode, ScheduleSlot
 from nattery_shared.errors import NatteryError, NotFound
-from nattery_shared.rabbit import EventBus
+from nattery_shared.rabbit import EventBus, event_source
+from nattery_shared.retry import RetryLoop
 from nattery_trading import outbox
 from nattery_trading.dispatches import announcements
 from nattery_trading.dispatches.repository import DispatchRepository, DispatchRow
@@ -49,7 +50,7 @@ from nattery_trading.schedules.repository import (
     PlannedVsActualRow,
     ScheduleRepository,
     ScheduleVersion,
-    SlotRow,
+    SlotColumns,
 )
 from nattery_trading.schedules.schemas import ActualIn
 from nattery_trading.sites.repository import SiteConfig, SiteRepository
@@ -57,7 +58,7 @@ from nattery_trading.sites.repository import SiteConfig, SiteRepository
 log = logging.getLogger(__name__)
 SCHEDULE_NAMESPACE = uuid.UUID("6f1d3c52-9a0e-4c7a-9d7e-2b1f0c8e5a11")
 EVENT_NAMESPACE = uuid.UUID("9c2e7d1a-3f4b-4e8a-b5c6-1d2e3f4a5b6c")
-SOURCE = "nattery/trading"
+SOURCE = event_source("trading")
 # A schedule expiring within this margin is due for a refresh (periodic re-plan); a stopped site whose
 # hold schedule is valid beyond it drops queued jobs instead of publishing another hold.
 REPLAN_MARGIN = timedelta(minutes=45)
@@ -240,7 +241,8 @@ class PlanningService:
                         )
                     else:
                         inp, forecast = self.inputs.build(got, site)
-                        planned = solve(inp)
+                        # the batch's plans share prices, battery and strategy: one reference basis
+                        planned = solve(inp, warm_start=True)
                     stored.append(self._new_schedule(site, inp, planned, trigger, now, forecast, key))
                 except Exception as err:  # one site's bad input must not keep the others from planning
                     if not isinstance(err, NatteryError):
@@ -299,28 +301,21 @@ class PlanningService:
         step = timedelta(minutes=inp.slot_minutes)
         valid_until = min(now + self.validity, inp.start + step * inp.slots)
         times = _slot_times(inp.start, inp.slot_minutes, inp.slots)
-        power = plan.battery_power_kw.round(4).tolist()
-        soc = plan.soc_pct.round(3).tolist()
-        grid = plan.grid_kw.round(4).tolist()
-        imp = np.asarray(inp.import_price_p_per_kwh, dtype=np.float64).tolist()
-        exp_ = np.asarray(inp.export_price_p_per_kwh, dtype=np.float64).tolist()
-        # the one slot -> edge instruction mapping, shared with the back-test
-        modes = slot_modes(plan)
         reasons = plan.reasons
-        slots = [
-            SlotRow(
-                start_at=times[i],
-                end_at=times[i + 1],
-                mode=modes[i],
-                battery_power_kw=power[i],
-                soc_pct=soc[i],
-                grid_kw=grid[i],
-                import_p_per_kwh=imp[i],
-                export_p_per_kwh=exp_[i],
-                reason=reasons[i] if i < len(reasons) else "",
-            )
-            for i in range(inp.slots)
-        ]
+        if len(reasons) < inp.slots:
+            reasons = [*reasons, *([""] * (inp.slots - len(reasons)))]
+        slots = SlotColumns(
+            start_at=times[:-1],
+            end_at=times[1:],
+            # the one slot -> edge instruction mapping, shared with the back-test
+            mode=slot_modes(plan),
+            battery_power_kw=plan.battery_power_kw.round(4).tolist(),
+            soc_pct=plan.soc_pct.round(3).tolist(),
+            grid_kw=plan.grid_kw.round(4).tolist(),
+            import_p_per_kwh=np.asarray(inp.import_price_p_per_kwh, dtype=np.float64).tolist(),
+            export_p_per_kwh=np.asarray(inp.export_price_p_per_kwh, dtype=np.float64).tolist(),
+            reason=reasons[: inp.slots],
+        )
         return NewSchedule(
             schedule_id=schedule_id_for(site.site_id),
             org_id=site.org_id,
@@ -427,13 +422,9 @@ class PlanningService:
             await self.flush()
 
     async def run_periodic(self, interval_s: float) -> None:
-        """Re-plan due sites every ``interval_s`` until cancelled; errors are logged, never fatal."""
-        while True:
-            try:
-                await self.replan_due()
-            except Exception:
-                log.exception("periodic re-plan failed")
-            await asyncio.sleep(interval_s)
+        """Re-plan due sites every ``interval_s`` until cancelled; a failing tick is logged once and
+        retried with back-off (the kit's loop), never fatal."""
+        await RetryLoop(self.replan_due, name="periodic re-plan", every_s=interval_s, logger=log).run()
 
 
 def announcement(v: ScheduleVersion, key: uuid.UUID) -> CloudEvent[Any]:
@@ -448,8 +439,7 @@ def announcement(v: ScheduleVersion, key: uuid.UUID) -> CloudEvent[Any]:
             battery_power_w=s.battery_power_kw * 1000.0,
             target_soc_pct=max(0.0, min(100.0, s.soc_pct)),
         )
-        for s in v.slots
-        if s.start_at < head.valid_until
+        for s in v.slots_before(head.valid_until)
     ]
     data = SchedulePublished(
         schedule_id=head.schedule_id,
