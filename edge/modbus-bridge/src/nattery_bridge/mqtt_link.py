@@ -116,13 +116,21 @@ class MqttLink:
                     self.metrics.mqtt_connected.set(1)
                     delay = self.settings.mqtt.reconnect_min_s
                     log.info("connected to MQTT %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
+                    # Subscribed (SUBACK received) before saying online: device-service redelivers a
+                    # device's pending commands when it comes online, and a command the broker receives
+                    # before the subscription exists is dropped (no subscriber, not retained).
+                    granted = await client.subscribe(self.command_topic, qos=1)
+                    # 0x80 in the SUBACK: refused (an ACL); paho's ReasonCodes compare as ints
+                    if any(code >= 0x80 for code in granted):
+                        raise aiomqtt.MqttError(
+                            f"the broker refused the subscription to {self.command_topic}"
+                        )
+                    if self.settings.discovery.enabled:
+                        await client.subscribe(self.ha_status_topic, qos=1)
                     await client.publish(
                         self.state_topic, self._state_payload(self.status), qos=1, retain=True
                     )
-                    await client.subscribe(self.command_topic, qos=1)
-                    if self.settings.discovery.enabled:
-                        await client.subscribe(self.ha_status_topic, qos=1)
-                        await self.publish_discovery(client)
+                    await self.publish_discovery(client)
                     try:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._read(client))
