@@ -186,6 +186,8 @@ async def bench_login() -> None:
     )
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=30) as manager:
+        # The app's logging setup turned per-request client logging back on: one line per login is noise.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         ctx = manager._state["ctx"]
         boot = await accounts.bootstrap_admin(
             ctx,
