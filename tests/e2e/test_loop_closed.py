@@ -4,11 +4,11 @@ Real servers (PostgreSQL, RabbitMQ, Redis, Mosquitto, InfluxDB), the device, tra
 services in process, the providers' replay server on local HTTP, and a real modbus-bridge driving the
 inverter simulator over a socat pty pair:
 
-1. the integration service's Octopus job fetches Agile prices from the replay (the current half-hour
-   made negative) and publishes ``market.prices_updated``;
+1. the integration service's Octopus job fetches Agile prices from the replay (the current and next
+   half-hours made negative) and publishes ``market.prices_updated``;
 2. trading plans the site (one-minute slots, so the test is short), publishes ``schedule.published``;
 3. device-service sends ``set_schedule`` over MQTT; the bridge drives the simulator; the battery charges;
-4. the price of the current half-hour is corrected upwards at the provider; a second fetch (a restarted
+4. the prices of those half-hours are corrected upwards at the provider; a second fetch (a restarted
    integration replica: a day already complete is otherwise re-checked only every 30 minutes) publishes
    the new version; trading re-plans; the battery discharges;
 5. device-service summarises the telemetry per site (``site.state_measured``); trading keeps it as the
@@ -103,10 +103,12 @@ async def delete_queues(*names: str) -> None:
 async def compare(
     trading: httpx.AsyncClient, site_id: str, viewer: dict[str, str], began: datetime
 ) -> list[dict[str, Any]]:
+    # From the start of the slot the test began in: that slot is planned and measured like any other.
+    start = began.replace(second=0, microsecond=0)
     r = await trading.get(
         f"/sites/{site_id}/schedule/compare",
         headers=viewer,
-        params={"from": began.isoformat(), "to": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()},
+        params={"from": start.isoformat(), "to": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()},
     )
     assert r.status_code == 200, r.text
     rows: list[dict[str, Any]] = r.json()
@@ -121,9 +123,13 @@ def fetch_prices_now() -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="the battery not charging within 60 s is fixed (set_schedule sent before the bridge had ever "
-    "connected; now redelivered when it comes online); the next step still failed once under load: no "
-    "charged one-minute slot in /schedule/compare within 75 s (trading's actuals; cause not found)",
+    reason="two product bugs outside tests/e2e make the plan depend on the clock: trading's terminal value "
+    "(schedules/inputs.py) is the 25 % quantile of the next 48 slots' import prices, negative once a quarter "
+    "of them is negative, so a plan made in the first ~18 min of a negative half-hour discharges instead of "
+    "charging; and the bridge (control.py _programs) writes a slot's planned end SOC rounded to the nearest "
+    "%, so a charge slot whose target rounds down to the battery's SOC is not charged at all. With both "
+    "fixed (patched in a scratch copy: max(0, quartile); ceil for a charge, floor for a discharge) it passed "
+    "3 of 3 runs in 51-71 s",
 )
 async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_issuer: TestIssuer) -> None:
     from nattery_integration.replay.runner import ReplayServer
@@ -137,9 +143,12 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
     half_hour = began.replace(minute=began.minute // 30 * 30, second=0, microsecond=0)
     replay = ReplayServer().start()
     plans_queue = f"tests.e2e.site_plans.{uuid.uuid4().hex[:8]}"
-    # The current half-hour pays for importing: charge now.
-    replay.state.octopus_overrides[("import", half_hour)] = -20.0
-    replay.state.octopus_overrides[("export", half_hour)] = 0.0
+    # Importing pays, now and in the next half-hour: charge now. Both half-hours, so the test (a few
+    # minutes) never runs past the prices it set, whenever in a half-hour it starts.
+    half_hours = (half_hour, half_hour + timedelta(minutes=30))
+    for start in half_hours:
+        replay.state.octopus_overrides[("import", start)] = -20.0
+        replay.state.octopus_overrides[("export", start)] = 0.0
     trading_settings = TradingSettings(
         **test_settings_kwargs(test_issuer),
         # A work queue of its own: jobs another session left in the shared one do not delay this test.
@@ -237,13 +246,23 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
             ]
             return done or None
 
-        await eventually(charged_slot, timeout_s=75, interval_s=1.0)
+        # The slot the charge was first seen in may hardly count (seen in its last 10 s, its mean is above
+        # -0.5 kW); the next one must. It ends at most two slot boundaries after the sighting, and its last
+        # 2-s summary reaches trading's actuals 0.5 s (grace) plus a consumer hop after that: the bound is
+        # that, plus the 1-s poll and room for a loaded machine (a fixed 75 s was short by design: a
+        # sighting at second 50 of a slot needs 70 s plus the pipeline).
+        seen = datetime.now(UTC)
+        second_boundary = seen.replace(second=0, microsecond=0) + timedelta(minutes=2)
+        await eventually(
+            charged_slot, timeout_s=(second_boundary - seen).total_seconds() + 15, interval_s=1.0
+        )
         charged_until = datetime.now(UTC)
 
         # The provider corrects the current half-hour: now exporting pays. A restarted integration
         # replica fetches the new version; trading re-plans; the battery discharges.
-        replay.state.octopus_overrides[("import", half_hour)] = 80.0
-        replay.state.octopus_overrides[("export", half_hour)] = 95.0
+        for start in half_hours:
+            replay.state.octopus_overrides[("import", start)] = 80.0
+            replay.state.octopus_overrides[("export", start)] = 95.0
         await integration_stack.aclose()
         await integration_stack.enter_async_context(
             serve(integration_app(test_issuer, replay), "integration")
