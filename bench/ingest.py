@@ -63,7 +63,7 @@ from loadgen import FIELDS, LoadGenerator, payload, site_slug, values_json  # no
 
 from nattery_device.ingest.lines import ts_ns  # noqa: E402
 from nattery_device.mqtt.subscriber import forget_session  # noqa: E402
-from nattery_device.telemetry.rollup import reroll_statement  # noqa: E402
+from nattery_device.telemetry.repository import reroll_statement  # noqa: E402
 from nattery_shared import migrations  # noqa: E402
 from nattery_shared.settings import MqttSettings  # noqa: E402
 from nattery_shared.testing import (  # noqa: E402

@@ -13,7 +13,8 @@ import httpx
 from device_test_helpers import Org, provision
 
 from nattery_device.ingest.lines import ts_ns
-from nattery_device.telemetry.rollup import late_ranges, reroll_statement
+from nattery_device.telemetry.repository import reroll_statement
+from nattery_device.telemetry.rollup import late_ranges
 from nattery_shared.testing import TEST_INFLUX_DB, TEST_INFLUX_URL, TestIssuer
 
 MINUTE_NS = 60_000_000_000

@@ -248,7 +248,7 @@ async def test_a_failing_handler_is_retried(test_issuer: TestIssuer) -> None:
                 "UPDATE integration.webhook_deliveries SET lease_until = now() WHERE delivery_id = %s",
                 (headers["webhook-id"],),
             )
-        webhooks._poke.set()
+        webhooks.poke()
         await eventually(lambda: _is(headers["webhook-id"], "processed"))
         assert calls == [1, 2]
 

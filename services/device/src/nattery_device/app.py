@@ -26,6 +26,7 @@ from nattery_device.ingest.edge_messages import EdgeMessageIngest
 from nattery_device.ingest.endpoints import router as ingest_router
 from nattery_device.ingest.telemetry import Sinks, TelemetryIngest
 from nattery_device.ingest.writer import InfluxBatchWriter
+from nattery_device.mqtt import subscriber
 from nattery_device.mqtt.credentials import PasswordFile
 from nattery_device.mqtt.publisher import MqttPublisher
 from nattery_device.mqtt.subscriber import AckingSubscriber
@@ -124,6 +125,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     receive_maximum=cfg.ingest_receive_maximum,
                     session_expiry_s=cfg.ingest_session_expiry_s,
                     name="mqtt-telemetry",
+                    logger=subscriber.log,
                 )
                 control_sub = AckingSubscriber(
                     settings.mqtt,
@@ -132,6 +134,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     receive_maximum=1000,
                     session_expiry_s=cfg.ingest_session_expiry_s,
                     name="mqtt-control",
+                    logger=subscriber.log,
                 )
                 subscribers = [telemetry_sub, control_sub]
 

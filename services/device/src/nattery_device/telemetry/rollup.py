@@ -25,7 +25,6 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 # bench/ingest.py imports the re-roll statement from here (it predates the repository)
-from nattery_device.telemetry.repository import reroll_statement as reroll_statement
 
 ROLLUP_FOR = "2m"
 ROLLUP_LAG = timedelta(minutes=2)

@@ -16,7 +16,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
@@ -154,11 +153,6 @@ class WebhookService:
     def poke(self) -> None:
         """Drain now rather than at the next poll (a delivery was stored)."""
         self._worker.poke()
-
-    @property
-    def _poke(self) -> SimpleNamespace:
-        """``_poke.set()``: how tests/test_integration_webhooks.py wakes the worker; prefer :meth:`poke`."""
-        return SimpleNamespace(set=self.poke)
 
     def stop(self) -> None:
         """End :meth:`run` at its next turn, even if a client swallowed the task's cancellation."""
