@@ -121,16 +121,6 @@ def fetch_prices_now() -> None:
         conn.execute("UPDATE integration.jobs SET next_run_at = now() WHERE name = 'markets.octopus'")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="two product bugs outside tests/e2e make the plan depend on the clock: trading's terminal value "
-    "(schedules/inputs.py) is the 25 % quantile of the next 48 slots' import prices, negative once a quarter "
-    "of them is negative, so a plan made in the first ~18 min of a negative half-hour discharges instead of "
-    "charging; and the bridge (control.py _programs) writes a slot's planned end SOC rounded to the nearest "
-    "%, so a charge slot whose target rounds down to the battery's SOC is not charged at all. With both "
-    "fixed (patched in a scratch copy: max(0, quartile); ceil for a charge, floor for a discharge) it passed "
-    "3 of 3 runs in 51-71 s",
-)
 async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_issuer: TestIssuer) -> None:
     from nattery_integration.replay.runner import ReplayServer
     from nattery_trading.app import create_app as create_trading_app

@@ -128,6 +128,29 @@ def test_deye_plans_respect_limits() -> None:
     assert estop["inverter_enabled"] == 0 and estop["battery_max_discharge_current_a"] == 0
 
 
+@pytest.mark.parametrize(
+    ("mode", "soc_pct", "soc_min_pct", "soc_max_pct", "program_pct"),
+    [
+        # towards where the slot goes: 50.475 rounded to the nearest (50) would charge no further
+        (BatteryMode.CHARGE, 50.475, 20, 90, 51),
+        (BatteryMode.CHARGE, 50.0, 20, 90, 50),  # already whole: not pushed a percent further
+        (BatteryMode.DISCHARGE, 49.6, 20, 90, 49),
+        (BatteryMode.DISCHARGE, 49.0, 20, 90, 49),
+        # never past a fractional SOC limit, even if that means rounding the other way
+        (BatteryMode.CHARGE, 85.2, 20, 85.5, 85),
+        (BatteryMode.DISCHARGE, 20.5, 20.5, 90, 21),
+    ],
+)
+def test_program_soc_rounds_towards_the_slot_and_stays_within_limits(
+    mode: BatteryMode, soc_pct: float, soc_min_pct: float, soc_max_pct: float, program_pct: int
+) -> None:
+    limits = LIMITS.model_copy(update={"soc_min_pct": soc_min_pct, "soc_max_pct": soc_max_pct})
+    plan = DeyeStrategy(load_profile("deye-sunsynk-1ph")).plan(
+        Target(mode, 2000, soc_pct), limits, Live(battery_voltage_v=50)
+    )
+    assert {plan[f"tou{n}_target_soc_pct"] for n in range(1, 7)} == {program_pct}
+
+
 # Names carry their unit as a suffix (ARCHITECTURE §3); the map says the same in ``unit:``.
 NAME_SUFFIX_UNITS = {"_kwh": "kWh", "_pct": "%", "_hz": "Hz", "_w": "W", "_v": "V", "_a": "A", "_c": "°C"}
 

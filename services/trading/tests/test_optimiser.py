@@ -19,6 +19,7 @@ from nattery_trading.optimiser import (
     WindowMode,
     solve,
 )
+from nattery_trading.schedules.inputs import BatchInputs
 
 T0 = datetime(2022, 6, 1, tzinfo=UTC)
 
@@ -249,3 +250,40 @@ def test_soc_and_power_limits_hold() -> None:
     assert plan.charge_kw.max() <= b.max_charge_kw + 1e-6
     assert plan.discharge_kw.max() <= b.max_discharge_kw + 1e-6
     assert len(plan.reasons) == 96 and all(plan.reasons)
+
+
+def _batch() -> BatchInputs:
+    return BatchInputs(
+        now=T0,
+        start=T0,
+        strategies={},
+        tariffs={},
+        known_prices={},
+        forecasts={},
+        histories={},
+        states={},
+        dispatches={},
+    )
+
+
+def test_end_of_horizon_value_is_never_negative_and_spans_one_day() -> None:
+    # A quarter of the day's prices negative: the lower quartile is negative, the value of a kept kWh is not.
+    day = np.array([-20.0] * 16 + [15.0] * 32)
+    assert float(np.quantile(day, 0.25)) < 0
+    assert _batch().recent_quartile(day, 48) == 0.0
+    # One-minute slots: the day is 1,440 slots (48 of them were only the first 48 minutes).
+    minutes = np.concatenate([np.full(48, 30.0), np.full(1392, 5.0)])
+    assert _batch().recent_quartile(minutes, 24 * 60) == pytest.approx(5.0)
+
+
+def test_negative_prices_at_the_horizon_end_fill_the_battery_instead_of_emptying_it() -> None:
+    # The horizon ends in eight hours of negative prices (a third of the day), the site at 50 %: with the
+    # product's end-of-horizon value the plan is paid to charge and ends full; with the lower quartile as
+    # it was (negative) it emptied the battery to its minimum, as the e2e loop test saw.
+    pi = np.array([15.0] * 32 + [-20.0] * 16)
+    battery = Battery()
+    value = _batch().recent_quartile(pi, 48) / battery.charge_efficiency
+    plan = solve(plan_input(pi, pi - 5.0, soc=50.0, battery=battery, terminal_value_p_per_kwh=value))
+    assert plan.status == "Optimal"
+    assert plan.soc_pct[-1] == pytest.approx(battery.soc_max_pct)
+    assert plan.charge_kw[32:].sum() > 10.0

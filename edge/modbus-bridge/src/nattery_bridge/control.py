@@ -43,6 +43,20 @@ class ControlStrategy(Protocol):
         ...
 
 
+# The inverter's program SOC is a whole percent, and it charges (or discharges) only while the battery
+# is below (above) it. Rounding a slot's target to the nearest percent could land on where the battery
+# already is, and the slot would then do nothing: round towards where the slot is going, but never past
+# the site's SOC limits (a limit may be fractional).
+def charge_target_pct(soc_pct: float, soc_max_pct: float) -> int:
+    """The program SOC a CHARGE slot charges up to: rounded up, never above the site's maximum."""
+    return min(math.ceil(soc_pct - 1e-6), math.floor(soc_max_pct + 1e-6))
+
+
+def discharge_target_pct(soc_pct: float, soc_min_pct: float) -> int:
+    """The program SOC a DISCHARGE slot discharges down to: rounded down, never below the site's minimum."""
+    return max(math.floor(soc_pct + 1e-6), math.ceil(soc_min_pct - 1e-6))
+
+
 @dataclass
 class DeyeStrategy:
     """Deye/Sunsynk single-phase hybrids (inverter-registers.md §1.6, evcc's Deye recipes §3), written
@@ -87,12 +101,12 @@ class DeyeStrategy:
         need = math.ceil(power_w / self._volts(live)[0])
         return float(min(need, self._limit_amps(limit_w, live)))
 
-    def _programs(self, power_w: float, soc_pct: float, grid_charge: bool) -> dict[str, float]:
+    def _programs(self, power_w: float, soc_pct: int, grid_charge: bool) -> dict[str, float]:
         out: dict[str, float] = {}
         for n in range(1, 7):
             out[f"tou{n}_start_hhmm"] = (n - 1) * 400
             out[f"tou{n}_power_w"] = round(min(12000.0, max(0.0, power_w)))
-            out[f"tou{n}_target_soc_pct"] = round(soc_pct)
+            out[f"tou{n}_target_soc_pct"] = soc_pct
             out[f"tou{n}_grid_charge"] = 1 if grid_charge else 0
         return out
 
@@ -119,7 +133,7 @@ class DeyeStrategy:
                 grid_charge_enabled=1,
                 grid_charge_current_a=amps,
             )
-            plan.update(self._programs(target.power_w, soc, True))
+            plan.update(self._programs(target.power_w, charge_target_pct(soc, limits.soc_max_pct), True))
         elif mode is BatteryMode.DISCHARGE:
             soc = target.target_soc_pct if target.target_soc_pct is not None else limits.soc_min_pct
             plan.update(
@@ -129,7 +143,7 @@ class DeyeStrategy:
                 grid_charge_enabled=0,
                 grid_charge_current_a=0,
             )
-            plan.update(self._programs(target.power_w, max(soc, soc_min), False))
+            plan.update(self._programs(target.power_w, discharge_target_pct(soc, limits.soc_min_pct), False))
         elif mode is BatteryMode.HOLD:
             plan.update(
                 tou_enabled=0,

@@ -181,8 +181,9 @@ class PlannerStats:
 
 
 def _terminal_value(prices: FloatArray, q: float, battery: Battery) -> float:
-    """What a kWh left in the battery is worth: buying it back at a cheap recent price."""
-    return float(np.quantile(prices, q)) / battery.charge_efficiency if len(prices) else 0.0
+    """What a kWh left in the battery is worth: buying it back at a cheap recent price, never below zero
+    (it can always be kept; the product's planner, ``schedules/inputs.py``, uses the same rule)."""
+    return max(0.0, float(np.quantile(prices, q))) / battery.charge_efficiency if len(prices) else 0.0
 
 
 def _known_then_forecast(

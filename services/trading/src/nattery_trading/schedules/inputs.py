@@ -93,13 +93,15 @@ class BatchInputs:
     # id: the sites sharing a tariff's slot prices share it (the array is kept to keep its id its own)
     recent_q25: dict[int, tuple[FloatArray, float]] = field(default_factory=dict)
 
-    def recent_quartile(self, prices: FloatArray) -> float:
-        """The lower quartile of the first 48 slots of ``prices``."""
+    def recent_quartile(self, prices: FloatArray, slots_per_day: int) -> float:
+        """The lower quartile of the first day's slots of ``prices``, never below zero: a kWh left in the
+        battery can always be kept, so it is worth at least nothing (a negative value made plans empty the
+        battery into negative prices when a quarter of the day's prices were negative)."""
         got = self.recent_q25.get(id(prices))
         if got is None or got[0] is not prices:
             got = self.recent_q25[id(prices)] = (
                 prices,
-                float(np.quantile(prices[: min(len(prices), 48)], 0.25)),
+                max(0.0, float(np.quantile(prices[: min(len(prices), slots_per_day)], 0.25))),
             )
         return got[1]
 
@@ -265,6 +267,7 @@ class PlanInputs:
             strategy=Strategy(
                 kind=kind, reserve_soc_pct=reserve, demand_charge=dc, windows=windows, dispatches=dispatches
             ),
-            terminal_value_p_per_kwh=got.recent_quartile(imp) / site.charge_efficiency,
+            terminal_value_p_per_kwh=got.recent_quartile(imp, 24 * 60 // self.slot_minutes)
+            / site.charge_efficiency,
         )
         return inp, forecast_meta
