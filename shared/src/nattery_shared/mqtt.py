@@ -16,6 +16,7 @@ from typing import Any
 
 import aiomqtt
 
+from nattery_shared.retry import Backoff, FailureLog
 from nattery_shared.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -57,17 +58,19 @@ async def run_session(
     min_delay_s: float = 0.5,
     max_delay_s: float = 15.0,
 ) -> None:
-    """Run ``session`` on a connected client forever, reconnecting with back-off. Cancel to stop."""
-    delay_s = min_delay_s
-    failing = False
+    """Run ``session`` on a connected client forever, reconnecting with back-off. Cancel to stop.
+
+    Logged once when the broker connection is lost and once when it is back (the kit's ``FailureLog``).
+    """
+    backoff = Backoff(initial_s=min_delay_s, max_s=max_delay_s)
+    failures = FailureLog(f"{name}: broker connection", log)
+    delay_s = backoff.initial_s
     while True:
         client = factory()
         try:
             async with client:
-                if failing:
-                    log.info("%s: broker reachable again", name)
-                failing = False
-                delay_s = min_delay_s
+                failures.ok()
+                delay_s = backoff.initial_s
                 if connected is not None:
                     connected.set()
                 await session(client)
@@ -75,8 +78,6 @@ async def run_session(
         except aiomqtt.MqttError as err:
             if connected is not None:
                 connected.clear()
-            if not failing:
-                log.warning("%s: broker connection lost, reconnecting: %s", name, err)
-                failing = True
+            failures.failed(err)
             await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, max_delay_s)
+            delay_s = min(delay_s * 2, backoff.max_s)
