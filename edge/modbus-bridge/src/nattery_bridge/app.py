@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -31,6 +33,16 @@ from .telemetry import Poller
 log = logging.getLogger("nattery_bridge")
 
 WATCHDOG_EXIT_CODE = 70
+
+
+def _return_free_heap() -> None:
+    """Give the heap that start-up freed (pydantic's schema building, the register map's YAML) back to
+    the OS: about 6 MB of RSS on a Pi that runs for months. glibc only; elsewhere nothing happens."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(libc_name).malloc_trim(0)
 
 
 class Watchdog:
@@ -200,6 +212,7 @@ class Bridge:
         # Everything built so far lives as long as the process: keep it out of the cyclic GC's scans.
         gc.collect()
         gc.freeze()
+        _return_free_heap()
         self.store.prune_commands(self.settings.seen_commands_keep_days * 86400)
         try:
             self.master.open()
