@@ -21,7 +21,6 @@ is named with what failed on stderr, and the exit status is 2 (registered, not f
 from __future__ import annotations
 
 import argparse
-import email.utils
 import random
 import re
 import sys
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from nattery_shared.retry import parse_retry_after
 from nattery_sim.fleet import site_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,21 +78,6 @@ class _Again(Exception):
         self.response = response
         self.retry_after_s = retry_after_s
 
-
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class RetryingTransport(httpx.BaseTransport):
@@ -145,7 +130,7 @@ class RetryingTransport(httpx.BaseTransport):
         response = self._inner.handle_request(request)
         status = response.status_code
         if status == RATE_LIMITED or (status in TRANSIENT and request.method in IDEMPOTENT):
-            wait = retry_after_s(response.headers.get("retry-after"))
+            wait = parse_retry_after(response.headers.get("retry-after"))
             if wait is not None and wait > self.max_retry_after_s:
                 return response  # not worth waiting for here: reported as it is
             raise _Again(response, wait)

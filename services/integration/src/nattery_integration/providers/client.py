@@ -27,12 +27,10 @@ Parsing is the connector's: a body that does not validate is its ``ProviderDataI
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -51,6 +49,7 @@ from nattery_integration.providers.errors import (
 from nattery_integration.providers.health import ProviderHealth
 from nattery_integration.providers.ratelimit import RateLimitWaitTooLong, RedisTokenBucket
 from nattery_integration.providers.specs import ProviderSpec
+from nattery_shared.retry import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +90,6 @@ class _Retryable(Exception):
         super().__init__(str(final))
         self.final = final
         self.retry_after_s = retry_after_s
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class ProviderTransport(httpx.AsyncBaseTransport):
