@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from nattery_contracts.modbus.programs import charge_target_pct, discharge_target_pct
 from nattery_contracts.modbus.registers import RegisterMap, decode_point, group_blocks, store_value
 from nattery_contracts.mqtt import BatteryMode, SafetyLimits
 
@@ -41,20 +42,6 @@ class ControlStrategy(Protocol):
     def emergency_stop_plan(self, limits: SafetyLimits) -> dict[str, float]:
         """Register values that stop all battery power flow."""
         ...
-
-
-# The inverter's program SOC is a whole percent, and it charges (or discharges) only while the battery
-# is below (above) it. Rounding a slot's target to the nearest percent could land on where the battery
-# already is, and the slot would then do nothing: round towards where the slot is going, but never past
-# the site's SOC limits (a limit may be fractional).
-def charge_target_pct(soc_pct: float, soc_max_pct: float) -> int:
-    """The program SOC a CHARGE slot charges up to: rounded up, never above the site's maximum."""
-    return min(math.ceil(soc_pct - 1e-6), math.floor(soc_max_pct + 1e-6))
-
-
-def discharge_target_pct(soc_pct: float, soc_min_pct: float) -> int:
-    """The program SOC a DISCHARGE slot discharges down to: rounded down, never below the site's minimum."""
-    return max(math.floor(soc_pct + 1e-6), math.ceil(soc_min_pct - 1e-6))
 
 
 @dataclass

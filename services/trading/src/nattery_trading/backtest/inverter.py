@@ -11,7 +11,7 @@ them (``tests/test_backtest_inverter.py`` runs one day's schedule through the br
    the limit, hence ~7% below the nominal power at 51 V), the SOC floor ``ceil(soc_min)``, the export cap
    ``min(12 kW, export limit)``, and for CHARGE/DISCHARGE six time-of-use programs carrying the power
    and the target SOC as a whole percent rounded towards where the slot goes (up for CHARGE, down
-   for DISCHARGE, never past the SOC limits: ``charge_target_pct``/``discharge_target_pct``).
+   for DISCHARGE, never past the SOC limits: ``nattery_contracts.modbus.programs``).
 2. The inverter (``edge/inverter-sim`` README, "Control semantics", ``DeyeInverter.decide`` and
    ``_integrate``): per step, the charge/discharge limits from the written currents and the voltage,
    grid charging up to the program's power until its SOC target, forced discharge ("selling first")
@@ -27,21 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nattery_contracts.modbus.programs import charge_target_pct, discharge_target_pct
 from nattery_contracts.mqtt import BatteryMode
 from nattery_trading.optimiser.instruction import SlotInstruction
 from nattery_trading.optimiser.model import Battery, Site
 
 MAX_REGISTER_W = 12000.0  # the Deye power registers (programs, sell cap, solar) hold at most 12 kW
-
-
-# The bridge's ``control.charge_target_pct`` / ``discharge_target_pct`` (trading does not import the edge):
-# the program SOC is a whole percent, rounded towards where the slot goes, never past the SOC limits.
-def _charge_target_pct(soc_pct: float, soc_max_pct: float) -> int:
-    return min(math.ceil(soc_pct - 1e-6), math.floor(soc_max_pct + 1e-6))
-
-
-def _discharge_target_pct(soc_pct: float, soc_min_pct: float) -> int:
-    return max(math.floor(soc_pct + 1e-6), math.ceil(soc_min_pct - 1e-6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +144,7 @@ class DeyeModel:
                 tou=True,
                 tou_power_w=prog_w,
                 tou_soc_pct=float(
-                    _charge_target_pct(soc if soc is not None else b.soc_max_pct, b.soc_max_pct)
+                    charge_target_pct(soc if soc is not None else b.soc_max_pct, b.soc_max_pct)
                 ),
                 tou_grid_charge=True,
             )
@@ -168,7 +159,7 @@ class DeyeModel:
                 grid_charge_enabled=False,
                 tou=True,
                 tou_power_w=prog_w,
-                tou_soc_pct=float(_discharge_target_pct(s, b.soc_min_pct)),
+                tou_soc_pct=float(discharge_target_pct(s, b.soc_min_pct)),
             )
         if mode is BatteryMode.HOLD:
             return Registers(
