@@ -290,7 +290,13 @@ async def main_async(args: argparse.Namespace) -> None:
             "the same backlog drained by the kit client, paho-mqtt 2.x manual_ack (own thread) and "
             "aiomqtt over paho manual_ack on this machine; the ack follows a simulated store"
         )
-        emit(f"mqtt_ack.{name}_msgs_per_s", round(best[0]), "msg/s", reference=reference, **common)
+        emit(
+            f"mqtt_ack.{name}_backlog_drain_msgs_per_s",
+            round(best[0]),
+            "msg/s",
+            reference=reference,
+            **common,
+        )
         emit(f"mqtt_ack.{name}_cpu_us_per_msg", round(best[1], 1), "us/msg", reference=reference, **common)
 
 
