@@ -79,7 +79,6 @@ class _Again(Exception):
         self.retry_after_s = retry_after_s
 
 
-
 class RetryingTransport(httpx.BaseTransport):
     """Retries 429 after its ``Retry-After`` and transient failures with jittered exponential back-off
     (tenacity). When the attempts run out, the last answer is returned (the caller reports it) or the
