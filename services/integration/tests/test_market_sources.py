@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from nattery_contracts.events import CloudEvent, DeviceRegistered, EventType, make_event
 from nattery_integration.app import create_app
 from nattery_integration.markets import entsoe
-from nattery_integration.markets.service import MarketsService
+from nattery_integration.markets.service import MarketsService, entsoe_days
 from nattery_integration.replay import bodies
 from nattery_integration.replay.runner import ReplayServer
 from nattery_integration.settings import ProviderSettings
@@ -197,21 +197,33 @@ async def test_an_entsoe_site_is_planned_in_eur_from_what_integration_published(
                 )
                 assert r.status_code == 201, r.text
                 await eventually(lambda: make_due(pool, "markets.entsoe"), timeout_s=10)
-                event = (await eventually(lambda: prices_events, timeout_s=30))[0]
+                # One event per delivery day the job fetches (today, and tomorrow once published):
+                # a plan made on the first alone may fill the later hours with estimates.
+                days = entsoe_days(datetime.now(UTC), eic)
+                await eventually(lambda: len(prices_events) >= len(days), timeout_s=30)
+                event = prices_events[0]
+
+                def published_at() -> dict[datetime, float]:
+                    return {p.start: p.price_p_per_kwh for e in prices_events for p in e.data.prices}
 
                 async def plan() -> dict[str, Any] | None:
-                    # The plan made on every price published so far: after ~19:00 UTC the first plan
-                    # (on today's prices only) has fewer than 8 slots left before midnight.
+                    # The plan made on every price published so far: every slot that starts on a
+                    # published price is priced at it (an earlier plan's estimates do not count).
                     r = await t.get(f"/sites/{site}/schedule", headers=admin)
                     if r.status_code != 200:
                         return None
                     body: dict[str, Any] = r.json()
+                    prices = published_at()
                     starts = {datetime.fromisoformat(s["start_at"]) for s in body["slots"]}
                     first, last = min(starts), max(starts)
-                    published = {
-                        p.start for e in prices_events for p in e.data.prices if p.start.minute % 30 == 0
-                    }
-                    return body if {s for s in published if first <= s <= last} <= starts else None
+                    if not {s for s in prices if s.minute % 30 == 0 and first <= s <= last} <= starts:
+                        return None
+                    priced = all(
+                        s["import_p_per_kwh"] == pytest.approx(prices[datetime.fromisoformat(s["start_at"])])
+                        for s in body["slots"]
+                        if datetime.fromisoformat(s["start_at"]) in prices
+                    )
+                    return body if priced else None
 
                 schedule = await eventually(plan, timeout_s=60)
                 assert replay.state.credentials["entsoe"][f"token-{org.hex[:8]}"] >= 1  # its own token
@@ -223,11 +235,11 @@ async def test_an_entsoe_site_is_planned_in_eur_from_what_integration_published(
     points = [p for e in prices_events for p in e.data.prices]
     assert points and all(p.price_p_per_kwh == pytest.approx(p.price / 10) for p in points)  # cents/kWh
     # What trading planned: every slot that starts on a published price is priced at it, in euro cents.
-    published_at = {p.start: p.price_p_per_kwh for p in points}
-    slots = [s for s in schedule["slots"] if datetime.fromisoformat(s["start_at"]) in published_at]
+    prices = published_at()
+    slots = [s for s in schedule["slots"] if datetime.fromisoformat(s["start_at"]) in prices]
     assert len(slots) >= 8, schedule["slots"][:4]
     for s in slots:
-        assert s["import_p_per_kwh"] == pytest.approx(published_at[datetime.fromisoformat(s["start_at"])])
+        assert s["import_p_per_kwh"] == pytest.approx(prices[datetime.fromisoformat(s["start_at"])])
     assert "prices" in schedule["trigger"], schedule["trigger"]
 
 
