@@ -15,9 +15,10 @@ import os
 import subprocess
 import sys
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from market_fixtures import Published, pool, published, replay  # noqa: F401
 pytestmark = pytest.mark.timeout(120)
 
 PROVIDERS = ("octopus", "elexon", "modo", "entsoe", "open_meteo")
+HALF_HOUR = timedelta(minutes=30)  # trading's plan slot
 
 
 @asynccontextmanager
@@ -203,20 +205,33 @@ async def test_an_entsoe_site_is_planned_in_eur_from_what_integration_published(
                 await eventually(lambda: len(prices_events) >= len(days), timeout_s=30)
                 event = prices_events[0]
 
-                def published_at() -> dict[datetime, float]:
-                    return {p.start: p.price_p_per_kwh for e in prices_events for p in e.data.prices}
+                def published_slots() -> dict[datetime, float]:
+                    """Each 30-minute slot the published quarter-hours cover: their time-weighted mean."""
+                    points = {p.start: p for e in prices_events for p in e.data.prices}  # a re-run's once
+                    value: dict[datetime, float] = defaultdict(float)
+                    covered: dict[datetime, float] = defaultdict(float)
+                    for p in points.values():
+                        at, end = p.start.astimezone(UTC), p.end.astimezone(UTC)
+                        while at < end:
+                            slot = at.replace(minute=at.minute // 30 * 30, second=0, microsecond=0)
+                            part = (min(end, slot + HALF_HOUR) - at).total_seconds()
+                            value[slot] += p.price_p_per_kwh * part
+                            covered[slot] += part
+                            at = min(end, slot + HALF_HOUR)
+                    full = HALF_HOUR.total_seconds()
+                    return {slot: value[slot] / full for slot, c in covered.items() if c == full}
 
                 async def plan() -> dict[str, Any] | None:
-                    # The plan made on every price published so far: every slot that starts on a
-                    # published price is priced at it (an earlier plan's estimates do not count).
+                    # The plan made on every price published so far: every slot the published prices
+                    # cover is priced at their mean (an earlier plan's estimates do not count).
                     r = await t.get(f"/sites/{site}/schedule", headers=admin)
                     if r.status_code != 200:
                         return None
                     body: dict[str, Any] = r.json()
-                    prices = published_at()
+                    prices = published_slots()
                     starts = {datetime.fromisoformat(s["start_at"]) for s in body["slots"]}
                     first, last = min(starts), max(starts)
-                    if not {s for s in prices if s.minute % 30 == 0 and first <= s <= last} <= starts:
+                    if not {s for s in prices if first <= s <= last} <= starts:
                         return None
                     priced = all(
                         s["import_p_per_kwh"] == pytest.approx(prices[datetime.fromisoformat(s["start_at"])])
@@ -234,8 +249,10 @@ async def test_an_entsoe_site_is_planned_in_eur_from_what_integration_published(
     assert (event.data.currency, event.data.unit, event.data.direction) == ("EUR", "EUR/MWh", "import")
     points = [p for e in prices_events for p in e.data.prices]
     assert points and all(p.price_p_per_kwh == pytest.approx(p.price / 10) for p in points)  # cents/kWh
-    # What trading planned: every slot that starts on a published price is priced at it, in euro cents.
-    prices = published_at()
+    # What trading planned: each 30-minute slot the published prices cover is priced at the mean of its
+    # two quarter-hours (the ENTSO-E day-ahead's 15-minute prices), in euro cents.
+    assert {p.end - p.start for p in points} == {timedelta(minutes=15)}
+    prices = published_slots()
     slots = [s for s in schedule["slots"] if datetime.fromisoformat(s["start_at"]) in prices]
     assert len(slots) >= 8, schedule["slots"][:4]
     for s in slots:
