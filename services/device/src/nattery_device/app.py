@@ -21,6 +21,8 @@ from nattery_device.devices.endpoints import router as devices_router
 from nattery_device.devices.registry import RegistryCache
 from nattery_device.events.endpoints import router as events_router
 from nattery_device.events.service import EdgeEventService
+from nattery_device.gateways.endpoints import router as gateways_router
+from nattery_device.gateways.feed import GatewayFeed
 from nattery_device.ingest.dead_letters import RejectedStore, Rejection
 from nattery_device.ingest.edge_messages import EdgeMessageIngest
 from nattery_device.ingest.endpoints import router as ingest_router
@@ -116,6 +118,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
 
             subscribers: list[AckingSubscriber] = []
             writer: InfluxBatchWriter | None = None
+            gateway_feed = GatewayFeed()  # POST /ingest feeds the telemetry pipeline below
             if cfg.ingest_enabled:
                 group = cfg.mqtt_share_group
                 telemetry_sub = AckingSubscriber(
@@ -147,7 +150,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
 
                 writer = InfluxBatchWriter(
                     res.influx,
-                    on_written=telemetry_sub.ack,
+                    on_written=gateway_feed.acking(telemetry_sub.ack),
                     on_refused=refused,
                     batch_size=cfg.ingest_batch_size,
                     flush_interval_s=cfg.ingest_flush_interval_s,
@@ -155,14 +158,11 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     retry_max_delay_s=cfg.ingest_retry_max_delay_s,
                 )
                 site_states = SiteStateAggregator(res.redis, res.bus, interval_s=cfg.site_state_interval_s)
+                sinks = Sinks(presence, site_states)
                 ingest = TelemetryIngest(
-                    telemetry_sub,
-                    registry,
-                    writer,
-                    rejected,
-                    Sinks(presence, site_states),
-                    batch_size=cfg.ingest_batch_size,
+                    telemetry_sub, registry, writer, rejected, sinks, batch_size=cfg.ingest_batch_size
                 )
+                gateway_feed.attach(writer, sinks)
                 edge_messages = EdgeMessageIngest(
                     control_sub,
                     registry,
@@ -207,6 +207,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     "relay": relay,
                     "stream_hub": hub,
                     "rejected": rejected,
+                    "gateway_feed": gateway_feed,
                 }
             finally:
                 ingest_tasks = {"telemetry-ingest", "edge-messages-ingest"}
@@ -240,6 +241,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             devices_router,
             telemetry_router,
             ingest_router,
+            gateways_router,
             events_router,
             commands_router,
             stream_router,
