@@ -16,6 +16,7 @@ from asgi_lifespan import LifespanManager
 from psycopg_pool import AsyncConnectionPool
 
 from nattery_analytics.app import SCHEMA, create_app
+from nattery_analytics.flows.service import FlowService
 from nattery_analytics.settings import AnalyticsSection, AnalyticsSettings
 from nattery_contracts.events import CloudEvent
 from nattery_shared import migrations
@@ -60,8 +61,10 @@ async def influx(influx_db: InfluxSettings) -> AsyncIterator[InfluxClient]:
 @pytest.fixture
 def settings(test_issuer: TestIssuer, influx_db: InfluxSettings) -> AnalyticsSettings:
     kwargs = {**test_settings_kwargs(test_issuer), "influx": influx_db}
-    # The schedule is driven by the tests (run_due with a chosen time), not by the app's loop.
-    return AnalyticsSettings(**kwargs, analytics=AnalyticsSection(forecast_enabled=False))
+    # The schedules are driven by the tests (run_due, refresh with a chosen time), not by the app's loops.
+    return AnalyticsSettings(
+        **kwargs, analytics=AnalyticsSection(forecast_enabled=False, flows_enabled=False)
+    )
 
 
 @pytest.fixture
@@ -104,3 +107,9 @@ async def forecasts_received(settings: AnalyticsSettings) -> AsyncIterator[Recei
     await bus.consume(QueueSpec(f"tests.analytics.{uuid.uuid4().hex[:8]}", ["forecast.updated"]), collect)
     yield out
     await asyncio.wait_for(bus.close(), 10)
+
+
+@pytest.fixture
+def flows(pool: AsyncConnectionPool, influx: InfluxClient, settings: AnalyticsSettings) -> FlowService:
+    """The energy flow rollups over the test servers; tests call ``refresh(now)`` themselves."""
+    return FlowService(pool, influx, settings.analytics)

@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from nattery_analytics.flows.endpoints import router as flows_router
+from nattery_analytics.flows.service import FlowService
 from nattery_analytics.forecasts.endpoints import router as forecasts_router
 from nattery_analytics.forecasts.service import LoadForecastService
 from nattery_analytics.settings import AnalyticsSettings, get_settings
@@ -31,11 +33,14 @@ def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
         ) as res:
             assert res.pool and res.bus and res.influx
             forecasts = LoadForecastService(res.pool, res.influx, res.bus, cfg)
+            flows = FlowService(res.pool, res.influx, cfg)
             tasks: list[asyncio.Task[None]] = []
             if cfg.forecast_enabled:
                 tasks.append(asyncio.create_task(forecasts.run(), name="load-forecasts"))
+            if cfg.flows_enabled:
+                tasks.append(asyncio.create_task(flows.run(), name="energy-flows"))
             try:
-                yield {**res.as_state(), "load_forecasts": forecasts}
+                yield {**res.as_state(), "load_forecasts": forecasts, "flows": flows}
             finally:
                 for task in tasks:
                     task.cancel()
@@ -48,5 +53,5 @@ def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
         title="Nattery analytics service",
         description="KPIs, energy flows, savings and P&L, forecasts, reports and downsampled rollups.",
         lifespan=lifespan,
-        routers=[forecasts_router],
+        routers=[forecasts_router, flows_router],
     )

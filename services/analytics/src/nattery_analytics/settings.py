@@ -25,8 +25,17 @@ class AnalyticsSection(BaseModel):
     forecast_active_days: int = Field(default=7, ge=1)  # sites with load readings this recent are forecast
     forecast_measurement: str = "inverter"  # device service's telemetry measurement holding the site load
     forecast_concurrency: int = Field(default=2, ge=1)  # sites trained side by side (one core each)
+    # Energy flows (flows/): hourly rollups per device, recomputed where telemetry changed.
+    flows_enabled: bool = True  # the periodic rollup job
+    flows_interval_s: float = Field(default=300.0, gt=0)  # how often hours with new data are looked for
+    flows_lookback_h: int = Field(default=72, ge=2, le=24 * 400)  # older late data: refresh(lookback=)
+    flows_measurement: str = Field(default="inverter", pattern=r"^[a-z][a-z0-9_]*$")  # device telemetry
+    flows_timezone: str = "Europe/London"  # days and months of the API (no event carries a site's zone yet)
+    flows_power_max_gap_s: float = Field(default=300.0, gt=0, le=3600)  # power never integrated across more
+    flows_counter_max_gap_s: float = Field(default=900.0, gt=0, le=3600)  # nor a counter's increase
+    flows_max_power_kw: float = Field(default=100.0, gt=0)  # a counter rising faster is a glitch
 
-    @field_validator("forecast_timezone")
+    @field_validator("forecast_timezone", "flows_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
         try:

@@ -1,0 +1,1 @@
+"""Energy flows: hourly rollups per device (PV, load, grid, battery) and their API."""
