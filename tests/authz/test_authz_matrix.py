@@ -114,6 +114,8 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     # analytics
     ("analytics", "GET", "/sites/{site_id}/forecasts/load"): V,
     ("analytics", "POST", "/sites/{site_id}/forecasts/load"): OP,
+    ("analytics", "GET", "/sites/{site_id}/flows"): V,
+    ("analytics", "GET", "/flows"): V,
 }
 # Every service's operational routes are public (the gateway does not expose /metrics or docs).
 OPS_ROUTES = {("GET", "/healthz"), ("GET", "/readyz")}
