@@ -27,6 +27,12 @@ PostgreSQL (``nattery_test``, bench sites removed afterwards) and device-service
   to InfluxDB (what the endpoint paid before the rollup).
 
     uv run python bench/ingest.py [--sites 2000] [--rates 2000,4000,6000,8000,10000] [--step-s 20]
+    uv run python bench/ingest.py --only history   # the history figure alone, on a quiet InfluxDB
+
+``--only history`` skips the ceilings and the ingest steps (no flood before the queries): the same
+production path (device-service as a subprocess, REST API, rollup), so it is the quiet-machine figure;
+the default run measures history right after the flood. Nothing is cached: every call goes to
+PostgreSQL and InfluxDB.
 """
 
 from __future__ import annotations
@@ -522,7 +528,11 @@ async def main() -> None:
     parser.add_argument("--step-s", type=float, default=20.0)
     parser.add_argument("--history-queries", type=int, default=200)
     parser.add_argument("--skip-ceilings", action="store_true")
+    parser.add_argument(
+        "--only", choices=["history"], help="history: no ceilings, no ingest steps (a quiet InfluxDB)"
+    )
     args = parser.parse_args()
+    only_history = args.only == "history"
     rates = [float(r) for r in args.rates.split(",")]
     lock_test_servers("bench/ingest.py")  # a pytest session starting now would wipe our sites
 
@@ -535,7 +545,7 @@ async def main() -> None:
         await influx_admin(http, f'DROP DATABASE "{DB}"')
         await influx_admin(http, f'CREATE DATABASE "{DB}"')
         try:
-            if not args.skip_ceilings:
+            if not args.skip_ceilings and not only_history:
                 mosq, offered = await ceiling_mosquitto(args.sites)
                 note(f"mosquitto -> mosquitto_sub: {mosq:.0f} msg/s delivered, generator {offered:.0f} msg/s")
                 influx = await ceiling_influx(http, args.sites, 200_000)
@@ -558,38 +568,42 @@ async def main() -> None:
             await service.start()
             generator = LoadGenerator(sites=args.sites, prefix=PREFIX, connections=2, max_inflight=5000)
             steps = []
-            for rate in rates:
+            for rate in [] if only_history else rates:
                 steps.append(
                     await ingest_step(service, http, generator, devices[f"{PREFIX}-probe"], rate, args.step_s)
                 )
-            best = max(steps, key=lambda s: s["achieved"])
-            emit(
-                "device.ingest_achieved_msgs_per_s",
-                best["achieved"],
-                "msg/s",
-                target=">= 10000",
-                reference=THINGSBOARD,
-                definition="messages stored in InfluxDB during the send window / the send window, best step",
-                offered_per_s=best["offered"],
-                published_per_s=best["published_per_s"],
-                kept_up=best["kept_up"],
-                steps=steps,
-            )
-            emit(
-                "device.ingest_p99_s",
-                best["p99_s"],
-                "s",
-                target="< 2",
-                reference="probe publish -> visible in InfluxDB (nearest rank; a probe that never lands "
-                "counts as infinite)",
-                at_offered_per_s=best["offered"],
-                p50_s=best["p50_s"],
-                probes=best["probes"],
-                probes_missing=best["probes_missing"],
-                worst_step_p99_s=max((s["p99_s"] for s in steps if s["p99_s"] is not None), default=None),
-                probes_missing_all_steps=sum(s["probes_missing"] for s in steps),
-            )
-            await asyncio.sleep(5)  # let InfluxDB finish compacting what the ingest steps wrote
+            if steps:
+                best = max(steps, key=lambda s: s["achieved"])
+                emit(
+                    "device.ingest_achieved_msgs_per_s",
+                    best["achieved"],
+                    "msg/s",
+                    target=">= 10000",
+                    reference=THINGSBOARD,
+                    definition="messages stored in InfluxDB during the send window / the send window, best step",
+                    offered_per_s=best["offered"],
+                    published_per_s=best["published_per_s"],
+                    kept_up=best["kept_up"],
+                    steps=steps,
+                )
+                emit(
+                    "device.ingest_p99_s",
+                    best["p99_s"],
+                    "s",
+                    target="< 2",
+                    reference="probe publish -> visible in InfluxDB (nearest rank; a probe that never lands "
+                    "counts as infinite)",
+                    at_offered_per_s=best["offered"],
+                    p50_s=best["p50_s"],
+                    probes=best["probes"],
+                    probes_missing=best["probes_missing"],
+                    worst_step_p99_s=max((s["p99_s"] for s in steps if s["p99_s"] is not None), default=None),
+                    probes_missing_all_steps=sum(s["probes_missing"] for s in steps),
+                )
+            history_after = "the ingest steps" if steps else "nothing (--only history: a quiet InfluxDB)"
+            await asyncio.sleep(
+                5 if steps else 0
+            )  # let InfluxDB finish compacting what the ingest steps wrote
             history = devices[f"{PREFIX}-history"]
             raw: list[float] = []
             five = await history_bench(
@@ -630,6 +644,8 @@ async def main() -> None:
                 raw_points_straight_to_influx_p50_ms=round(percentile(raw, 50), 1),
                 raw_points_straight_to_influx_p99_ms=round(percentile(raw, 99), 1),
                 read_from="one-minute rollup (telemetry/rollup.py); the last 2 minutes from the raw points",
+                measured_after=history_after,
+                machine=machine_load(),
             )
         finally:
             service.stop()
