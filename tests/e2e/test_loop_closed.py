@@ -115,19 +115,54 @@ async def compare(
     return rows
 
 
-def fetch_prices_now() -> None:
-    """Make the Octopus price job due now (as its 2-minute schedule would, a little later)."""
+PRICE_JOB = "markets.octopus"
+
+
+def release_leftover_price_job_lease() -> None:
+    """Hand back a lease an earlier test's integration replica left on the shared ``markets.octopus`` row.
+
+    The job table is shared by every integration app of the session, and a replica that holds a job keeps
+    it for ``lease_s`` (300 s) unless it gives it back: while it is held no other replica runs the job,
+    so neither this test's app nor ``fetch_prices`` can (a clean-clone ``make test`` at 23:33 ran the job
+    43 s after it was made due, just as such a lease ran out; one running out later than 60 s failed the
+    first step). Called before this test starts its own replica: none of this test holds it then."""
     with psycopg.connect(TEST_PG_DSN) as conn:
-        conn.execute("UPDATE integration.jobs SET next_run_at = now() WHERE name = 'markets.octopus'")
+        conn.execute(
+            "UPDATE integration.jobs SET lease_until = NULL, leased_by = NULL WHERE name = %s", (PRICE_JOB,)
+        )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed 1 of 6 runs on 2026-12-07 (clean-clone make test at 5c7990c, 22:19): the battery did not "
-    "charge within 60 s of the prices (first step); passed in two full runs (120 s, 19 s) and 2 of 2 by "
-    "hand after the terminal-value and program-SOC fixes; cause not diagnosed (the first plans were dropped "
-    "for export prices not yet known)",
-)
+async def fetch_prices(region: str, half_hour: datetime, import_p: float, export_p: float) -> None:
+    """Make the Octopus price job due now (as its 1-minute schedule would, a little later) until
+    integration has recorded the half-hour's prices as the replay serves them, both directions.
+
+    Again on every poll: a run already going when the connection appeared or the prices changed read
+    the connections and the provider before that, and sets its own next run (the next minute) when it
+    ends, over a ``next_run_at`` set meanwhile. A run holding the lease is left to finish."""
+
+    async def recorded() -> dict[str, float] | None:
+        async with await psycopg.AsyncConnection.connect(TEST_PG_DSN, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE integration.jobs SET next_run_at = now() WHERE name = %s AND lease_until IS NULL",
+                (PRICE_JOB,),
+            )
+            cur = await conn.execute(
+                "SELECT DISTINCT ON (direction) direction, prices FROM integration.price_sets "
+                "WHERE market = 'octopus-agile' AND region = %s AND window_start <= %s AND window_end > %s "
+                "ORDER BY direction, version DESC",
+                (region, half_hour, half_hour),
+            )
+            latest = {
+                direction: float(p[2])
+                for direction, prices in await cur.fetchall()
+                for p in prices
+                if datetime.fromisoformat(p[0]) == half_hour
+            }
+        return latest if latest == {"import": import_p, "export": export_p} else None
+
+    await eventually(recorded, timeout_s=30, interval_s=0.5)
+
+
 async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_issuer: TestIssuer) -> None:
     from nattery_integration.replay.runner import ReplayServer
     from nattery_trading.app import create_app as create_trading_app
@@ -161,6 +196,7 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
             app_client(device_settings(test_issuer, site_state_interval_s=2.0, command_sweep_interval_s=1.0))
         )
         trading = await stack.enter_async_context(serve(create_trading_app(trading_settings), "trading"))
+        release_leftover_price_job_lease()
         integration_stack = AsyncExitStack()
         integration = await integration_stack.enter_async_context(
             serve(integration_app(test_issuer, replay), "integration")
@@ -214,7 +250,7 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
             },
         )
         assert r.status_code == 201, r.text
-        fetch_prices_now()
+        await fetch_prices(REGION, half_hour, -20.0, 0.0)
 
         async def latest_power_w() -> float | None:
             r = await device.get(f"/devices/{site['device']['id']}/latest", headers=viewer)
@@ -225,7 +261,8 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
             value = await latest_power_w()
             return value if value is not None and check(value) else None
 
-        # Prices → plan → set_schedule → bridge → simulator: the battery charges.
+        # Prices (recorded by integration, published) → plan → set_schedule → bridge → simulator: the
+        # battery charges.
         await eventually(lambda: battery_power(lambda w: w < -1000), timeout_s=60, interval_s=0.5)
         schedule = (await trading.get(f"/sites/{site_id}/schedule", headers=viewer)).json()
         assert "prices updated" in schedule["trigger"], schedule["trigger"]
@@ -265,7 +302,7 @@ async def test_prices_to_a_battery_that_moves_as_planned(tmp_path: Path, test_is
             serve(integration_app(test_issuer, replay), "integration")
         )
         stack.push_async_callback(integration_stack.aclose)
-        fetch_prices_now()
+        await fetch_prices(REGION, half_hour, 80.0, 95.0)
         await eventually(lambda: battery_power(lambda w: w > 1000), timeout_s=60, interval_s=0.5)
 
         # Planned vs actual, per one-minute slot: the charge and the discharge where they were planned.
