@@ -3,6 +3,7 @@ falling back to persistence (saying so) when the history is short."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,13 +12,21 @@ import pytest
 
 from nattery_analytics.forecasts.datasets import DATA_DIR, HOUSEHOLD_TIMEZONE, HOUSEHOLDS, read_load_csv
 from nattery_analytics.forecasts.evaluation import walk_forward
-from nattery_analytics.forecasts.features import LoadHistory, day_slots, issue_instant
+from nattery_analytics.forecasts.features import (
+    FEATURES,
+    LoadHistory,
+    day_ahead_rows,
+    day_slots,
+    issue_instant,
+)
 from nattery_analytics.forecasts.model import (
+    MEDIAN,
     MODEL_NAME,
     PERSISTENCE_NAME,
     LoadModel,
     ModelConfig,
     forecast_day,
+    seasonal_naive,
 )
 
 ZONE = ZoneInfo(HOUSEHOLD_TIMEZONE)
@@ -86,3 +95,38 @@ def test_clock_change_days_have_their_own_number_of_slots(sceaux: LoadHistory) -
     assert model.fit(sceaux, issue_instant(spring - timedelta(days=1), ZONE, CONFIG.issue_local))
     assert len(forecast_day(model, sceaux, spring, ZONE, CONFIG).starts) == 46
     assert len(forecast_day(None, sceaux, autumn, ZONE, CONFIG).starts) == 50
+
+
+def test_point_forecast_blends_the_trees_median_with_the_seasonal_naive(sceaux: LoadHistory) -> None:
+    target = date(2008, 4, 16)
+    issue = issue_instant(target - timedelta(days=1), ZONE, CONFIG.issue_local)
+    model = LoadModel(replace(CONFIG, naive_weight=0.0), ZONE)
+    assert model.fit(sceaux, issue)
+    trees = model.predict(sceaux, target)
+    _, x = day_ahead_rows(sceaux, target, ZONE, CONFIG.issue_local)
+    naive = seasonal_naive(x)
+    # The seasonal naive: the same time's 7-day median and its ±30 min 14-day median, averaged.
+    columns = [FEATURES.index("same_time_median_7d_kw"), FEATURES.index("same_time_wide_median_14d_kw")]
+    np.testing.assert_allclose(naive, x[:, columns].mean(axis=1))
+    assert not np.isnan(naive).any()
+
+    model.config = replace(CONFIG, naive_weight=0.5)
+    blended = model.predict(sceaux, target)
+    np.testing.assert_allclose(blended[MEDIAN], 0.5 * trees[MEDIAN] + 0.5 * naive)
+    # The spread moves with the median (where no quantile was clipped at 0) and stays ordered.
+    unclipped = (blended[0.1] > 0) & (trees[0.1] > 0)
+    np.testing.assert_allclose(
+        (blended[0.9] - blended[MEDIAN])[unclipped], (trees[0.9] - trees[MEDIAN])[unclipped]
+    )
+    assert np.all(blended[0.1] <= blended[MEDIAN]) and np.all(blended[MEDIAN] <= blended[0.9])
+    assert (
+        forecast_day(model, sceaux, target, ZONE, model.config).load_kw.tolist() == blended[MEDIAN].tolist()
+    )
+
+    model.config = replace(CONFIG, naive_weight=1.0)
+    np.testing.assert_allclose(model.predict(sceaux, target)[MEDIAN], naive)
+
+
+def test_naive_weight_outside_zero_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive_weight"):
+        ModelConfig(naive_weight=1.5)
