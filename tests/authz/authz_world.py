@@ -60,6 +60,8 @@ DESTRUCTIVE = {
     ("device", "DELETE", "/sites/{site_id}"),
     ("device", "POST", "/sites/{site_id}/credentials/revoke"),
     ("device", "DELETE", "/devices/{device_id}"),
+    ("device", "POST", "/gateways/{gateway_id}/rotate"),
+    ("device", "POST", "/gateways/{gateway_id}/revoke"),
     ("trading", "POST", "/emergency-stops"),
     ("trading", "DELETE", "/emergency-stops/{stop_id}"),
     ("integration", "DELETE", "/connections/{connection_id}"),
@@ -139,6 +141,7 @@ class OrgData:
     stop_id: str = ""
     unclaimed_site_id: str = ""  # a device site (with a device) known to trading, no battery configured
     connection_id: str = ""  # an integration connection (Elexon, no secrets needed)
+    gateway_id: str = ""  # a device-service HTTP ingest gateway (its key is not kept)
 
 
 @dataclass
@@ -405,6 +408,9 @@ async def seed_device(world: World, org: uuid.UUID) -> None:
     )
     data.command_id = command["id"]
     data.unclaimed_site_id = await device_site(world, org)
+    data.gateway_id = (
+        await world.api("device", "POST", "/gateways", A, org, json={"name": "authz gateway"})
+    )["id"]
 
 
 async def device_site(world: World, org: uuid.UUID) -> str:
@@ -490,7 +496,14 @@ def actuals_body() -> list[dict[str, Any]]:
 
 async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fresh: bool) -> Call:
     data = world.data[owner]
-    call = Call(path={"site_id": data.site_id, "device_id": data.device_id, "command_id": data.command_id})
+    call = Call(
+        path={
+            "site_id": data.site_id,
+            "device_id": data.device_id,
+            "command_id": data.command_id,
+            "gateway_id": data.gateway_id,
+        }
+    )
     if fresh and "{site_id}" in path:
         site = await world.api("device", "POST", "/sites", A, owner, json=site_body())
         call.path["site_id"] = site["id"]
@@ -504,6 +517,9 @@ async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fr
             json={"slug": unique("d"), "kind": "meter", "meter_category": "CONS"},
         )
         call.path["device_id"] = device["id"]
+    elif fresh and "{gateway_id}" in path:
+        gateway = await world.api("device", "POST", "/gateways", A, owner, json={"name": "authz gateway"})
+        call.path["gateway_id"] = gateway["id"]
     now = datetime.now(UTC)
     window = {"start": (now - timedelta(hours=1)).isoformat(), "end": now.isoformat()}
     match method, path:
@@ -515,6 +531,8 @@ async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fr
             call.body = {"slug": unique("d"), "kind": "meter", "meter_category": "CONS"}
         case "PATCH", "/devices/{device_id}":
             call.body = {"serial": "AUTHZ-1"}
+        case "POST", "/gateways":
+            call.body = {"name": "authz gateway"}
         case "POST", "/devices/{device_id}/commands":
             call.body = COMMAND  # with the owner's key: a replay for the owner, nothing for anyone else
             call.headers = {"Idempotency-Key": data.idempotency_key}

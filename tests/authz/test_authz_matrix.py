@@ -63,6 +63,13 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     ("device", "GET", "/ingest/rejected"): A,
     ("device", "POST", "/devices/{device_id}/commands"): OP,
     ("device", "GET", "/commands/{command_id}"): V,
+    ("device", "GET", "/gateways"): A,
+    ("device", "POST", "/gateways"): A,
+    ("device", "GET", "/gateways/{gateway_id}"): A,
+    ("device", "POST", "/gateways/{gateway_id}/rotate"): A,
+    ("device", "POST", "/gateways/{gateway_id}/revoke"): A,
+    # a gateway's X-API-Key, no bearer token (services/device/tests/test_gateway_ingest.py: keys, org scope)
+    ("device", "POST", "/ingest"): PUBLIC,
     ("device", "WS", "/stream"): V,  # token in ?token= or the first message; test_stream_* below
     # trading
     ("trading", "PUT", "/sites/{site_id}/battery"): A,
@@ -126,6 +133,7 @@ OWN_IN_LISTS: dict[tuple[str, str, str], Callable[[OrgData], str]] = {
     ("device", "GET", "/sites"): lambda d: d.site_id,
     ("device", "GET", "/devices"): lambda d: d.device_id,
     ("device", "GET", "/latest"): lambda d: d.device_id,
+    ("device", "GET", "/gateways"): lambda d: d.gateway_id,
     ("trading", "GET", "/tariffs"): lambda d: d.import_tariff_id,
     ("trading", "GET", "/emergency-stops"): lambda d: d.stop_id,
     ("integration", "GET", "/connections"): lambda d: d.connection_id,
@@ -396,6 +404,7 @@ async def snapshot(world: World, org: uuid.UUID) -> dict[str, Any]:
         ("device", f"/commands/{data.command_id}"),
         ("device", "/sites?limit=1000"),
         ("device", "/devices?limit=1000"),
+        ("device", f"/gateways/{data.gateway_id}"),
         ("trading", f"/sites/{data.site_id}/strategy"),
         ("trading", f"/sites/{data.site_id}/schedule"),
         ("trading", "/tariffs"),
