@@ -86,8 +86,15 @@ def test_counters_accumulate_and_today_resets_at_midnight() -> None:
         d.tick(t, 600)
     tr = d.truth()
     assert tr["load_energy_total_kwh"] > 9000
-    assert 0 < tr["load_energy_today_kwh"] < tr["load_energy_total_kwh"] - 9000  # reset at 00:00
-    assert d.get_value("load_energy_total_kwh") == pytest.approx(tr["load_energy_total_kwh"], abs=0.1)
+    # 00:00:00: the energy up to midnight was the old day's; today starts from zero
+    assert tr["load_energy_today_kwh"] == 0
+    d.tick(t + timedelta(minutes=10), 600)
+    tr2 = d.truth()
+    assert tr2["load_energy_today_kwh"] == pytest.approx(
+        tr2["load_energy_total_kwh"] - tr["load_energy_total_kwh"]
+    )
+    assert 0 < tr2["load_energy_today_kwh"] < tr2["load_energy_total_kwh"] - 9000
+    assert d.get_value("load_energy_total_kwh") == pytest.approx(tr2["load_energy_total_kwh"], abs=0.1)
 
 
 def test_temperature_rises_with_power_and_relaxes() -> None:

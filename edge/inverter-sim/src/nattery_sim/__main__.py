@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from nattery_contracts.modbus import available_profiles, load_profile
+from nattery_sim.clock import START_TIME_ENV, TIME_FACTOR_ENV, SimClock, time_factor
 from nattery_sim.devices import BatteryConfig, DeyeInverter, FlowConfig, FlowTransmitter, SimDevice
 from nattery_sim.faults import FaultConfig
 from nattery_sim.profiles import SiteProfile
-from nattery_sim.server import RtuSlave, SimClock
+from nattery_sim.server import RtuSlave
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=9600)
     p.add_argument("--bits-per-char", type=int, default=10, help="10 for 8N1, 11 for 8E1/8N2")
     p.add_argument("--turnaround-ms", type=float, default=30.0, help="device turnaround after t3.5")
-    p.add_argument("--time-factor", type=float, default=1.0, help="physics speed-up; 0 freezes")
+    p.add_argument(
+        "--time-factor",
+        type=time_factor,
+        default=os.environ.get(TIME_FACTOR_ENV) or "1",  # a string default goes through ``type``
+        help=f"simulated seconds per wall second for the physics, energy counters and inverter clock "
+        f"(the serial line stays real time); 0 freezes; default ${TIME_FACTOR_ENV} or 1",
+    )
     p.add_argument("--tick-s", type=float, default=0.25, help="physics step, wall seconds")
-    p.add_argument("--start-time", default=None, help="ISO time in the PV/load year (default: now, UTC)")
+    p.add_argument(
+        "--max-step-s",
+        type=float,
+        default=None,
+        help="longest physics sub-step, simulated seconds (default 60 for the inverter, 1 for the flow "
+        "transmitter); longer steps are integrated in sub-steps",
+    )
+    p.add_argument(
+        "--start-time",
+        default=os.environ.get(START_TIME_ENV) or None,
+        help=f"ISO time in the PV/load year (default: ${START_TIME_ENV}, else now, UTC)",
+    )
     p.add_argument(
         "--word-order",
         choices=["low_first", "high_first"],
@@ -113,6 +132,10 @@ def build_slave(args: argparse.Namespace) -> RtuSlave:
         seed=args.seed,
     )
     device = build_device(args)
+    if args.max_step_s is not None:
+        if not args.max_step_s > 0:
+            raise SystemExit("--max-step-s must be > 0")
+        device.max_step_s = args.max_step_s
     if args.fault_code:
         device.set_fault_codes(set(args.fault_code))
     slave = RtuSlave(

@@ -25,6 +25,7 @@ from nattery_contracts.modbus import (
     encode_faults,
     store_value,
 )
+from nattery_sim.clock import substeps
 from nattery_sim.datastore import Registers
 from nattery_sim.profiles import SiteProfile
 
@@ -34,6 +35,9 @@ class SimDevice:
 
     #: Function codes the device answers (Deye: FC03, FC06, FC16); others get exception 01.
     functions = frozenset({3, 6, 16})
+    #: Longest physics sub-step, simulated seconds: a longer step (a high time factor, a stalled event
+    #: loop, ``advance``) is integrated in sub-steps of at most this.
+    max_step_s = 60.0
 
     def __init__(self, rmap: RegisterMap) -> None:
         self.rmap = rmap
@@ -156,7 +160,8 @@ class SimDevice:
 
     # ------------------------------------------------------------ physics
     def tick(self, now: datetime, dt_s: float) -> None:
-        """Advance physics by ``dt_s`` simulated seconds ending at ``now`` and publish registers."""
+        """Advance physics by ``dt_s`` simulated seconds ending at ``now`` (in sub-steps of at most
+        :attr:`max_step_s`) and publish registers."""
         self.publish()
 
     def publish(self) -> None:
@@ -362,9 +367,10 @@ class DeyeInverter(SimDevice):
         return None
 
     # ------------------------------------------------------------ physics
-    def decide(self, now: datetime) -> None:
-        """Set battery/PV/grid power for the present instant from the control registers."""
-        ctl = self.control()
+    def decide(self, now: datetime, ctl: dict[str, float] | None = None) -> None:
+        """Set battery/PV/grid power for the present instant from the control registers (``ctl``:
+        :meth:`control`, read again when not given)."""
+        ctl = self.control() if ctl is None else ctl
         c = self.cfg
         self.load_w = self.site.load_w(now)
         if not ctl["inverter_enabled"]:
@@ -422,24 +428,36 @@ class DeyeInverter(SimDevice):
         self.grid_w = self.load_w - pv - batt
 
     def tick(self, now: datetime, dt_s: float) -> None:
+        # The controls cannot change inside one call (writes land between calls): read them once.
+        ctl = self.control()
+        for t0, t, h in substeps(now, dt_s, self.max_step_s):
+            # The sub-step crosses no midnight: its energy belongs to the day it begins in, even when
+            # it ends at 00:00:00 exactly.
+            self._roll_day(t0)
+            self.now = t
+            self.decide(t, ctl)
+            self._integrate(h, ctl)
+        self._roll_day(now)  # *today* reads 0 from 00:00:00 on
         self.now = now
-        day = (now.year, now.month, now.day)
+        if dt_s <= 0:
+            self.decide(now, ctl)
+        self.publish()
+
+    def _roll_day(self, t: datetime) -> None:
+        """Reset the *today* counters when ``t`` is on another day than the last energy counted."""
+        day = (t.year, t.month, t.day)
         if self._day is not None and day != self._day:
             for k in _COUNTERS:
                 self.energy_wh[f"{k}_today"] = 0.0
         self._day = day
-        self.decide(now)
-        if dt_s > 0:
-            self._integrate(dt_s)
-        self.publish()
 
-    def _integrate(self, dt_s: float) -> None:
+    def _integrate(self, dt_s: float, ctl: dict[str, float] | None = None) -> None:
         c = self.cfg
         cap_wh = c.capacity_kwh * 1000.0
         p = self.battery_power_w
         hours = dt_s / 3600.0
         if p > 0:  # discharge: cells give p / eff
-            floor = max(self.control()["battery_shutdown_soc_pct"], 0.0)
+            floor = max((self.control() if ctl is None else ctl)["battery_shutdown_soc_pct"], 0.0)
             if self.active_slot is not None:
                 floor = max(floor, self.active_slot.target_soc_pct)
             avail_wh = max(0.0, (self.soc_pct - floor) / 100 * cap_wh) * c.discharge_efficiency
@@ -569,19 +587,27 @@ class FlowTransmitter(SimDevice):
             self.set_value("totalizer_reset", 0)
             self.publish()
 
+    max_step_s = 1.0  # the damping is seconds
+
     def tick(self, now: datetime, dt_s: float) -> None:
+        damping = max(self.get_value("damping_s"), 0.0)
+        for _, _, h in substeps(now, dt_s, self.max_step_s):
+            self._step(h, damping)
+        if dt_s <= 0:
+            self._step(0.0, damping)
+        self.publish()
+
+    def _step(self, dt_s: float, damping: float) -> None:
         c = self.cfg
         self.elapsed += dt_s
         phase = 2 * math.pi * self.elapsed / c.period_s
         target = c.mean_flow_m3_per_h + c.swing_m3_per_h * math.sin(phase)
         if "empty_pipe" in self.fault_codes:
             target = 0.0
-        damping = max(self.get_value("damping_s"), 0.0)
         k = 1.0 if damping == 0 or dt_s <= 0 else 1.0 - math.exp(-dt_s / damping)
         self.flow += (target - self.flow) * k
         self.total += self.flow * dt_s / 3600.0
         self.temp = c.mean_temperature_c + 1.5 * math.sin(phase / 7)
-        self.publish()
 
     def publish(self) -> None:
         if not hasattr(self, "total"):

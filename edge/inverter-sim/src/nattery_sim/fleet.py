@@ -10,6 +10,8 @@ installed; it is configured through environment variables (see edge/modbus-bridg
 runner sets ``NATTERY_BRIDGE_SITE``, ``_DEVICE``, ``_PROFILE``, ``_DATA_DIR``, ``_SERIAL__PORT``,
 ``_SERIAL__UNIT``, ``_MQTT__USERNAME`` (= slug), ``_METRICS_PORT`` per site and passes every other
 ``NATTERY_BRIDGE_*`` variable of its own environment through (broker host/port/password, limits...).
+``--time-factor`` (default ``$NATTERY_SIM_TIME_FACTOR``) and ``--start-time`` (``$NATTERY_SIM_START_TIME``)
+go to every simulator: ``NATTERY_SIM_TIME_FACTOR=720 make run`` runs a simulated day in 2 minutes.
 ``--bridge-env KEY=VALUE`` adds more (``{slug}`` and ``{index}`` in VALUE are replaced per site), and a
 ``<root>/<slug>/bridge.env`` file (``KEY=VALUE`` lines, e.g. the site's MQTT password written by
 whoever registers the site) overrides everything. Children that exit are restarted (with back-off); SIGINT/SIGTERM
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from nattery_sim.clock import START_TIME_ENV, TIME_FACTOR_ENV, time_factor
 from nattery_sim.testing import PtyPair, SimProcess
 
 log = logging.getLogger("nattery_sim.fleet")
@@ -234,8 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="sim", help="site slug prefix: <prefix>-001, ...")
     p.add_argument("--unit", type=int, default=1)
     p.add_argument("--baud", type=int, default=9600)
-    p.add_argument("--time-factor", type=float, default=1.0)
-    p.add_argument("--start-time", default=None)
+    p.add_argument(
+        "--time-factor",
+        type=time_factor,
+        default=os.environ.get(TIME_FACTOR_ENV) or "1",  # a string default goes through ``type``
+        help=f"every simulator's time factor (default ${TIME_FACTOR_ENV} or 1; `make run` passes the "
+        "environment through), e.g. 720: a simulated day in 2 minutes",
+    )
+    p.add_argument(
+        "--start-time",
+        default=os.environ.get(START_TIME_ENV) or None,
+        help=f"every simulator's start time (default ${START_TIME_ENV}, else now)",
+    )
     p.add_argument("--no-bridge", action="store_true", help="start simulators only")
     p.add_argument("--metrics-base", type=int, default=9200, help="bridge metrics port = base + index; 0 off")
     p.add_argument("--bridge-env", action="append", default=[], metavar="KEY=VALUE")

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +27,13 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from nattery_contracts.modbus import frame_time_s, t35_s
+from nattery_sim.clock import SimClock
 from nattery_sim.devices import SimDevice
 from nattery_sim.faults import FaultConfig
 
 log = logging.getLogger("nattery_sim")
 
-
-class SimClock:
-    """Simulated time: ``start`` + wall time elapsed * ``factor`` (0 freezes the physics)."""
-
-    def __init__(self, start: datetime, factor: float = 1.0) -> None:
-        self.start = start if start.tzinfo else start.replace(tzinfo=UTC)
-        self.factor = factor
-        self._t0 = time.monotonic()
-
-    def now(self) -> datetime:
-        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
-
-    def advance(self, seconds: float) -> None:
-        """Move simulated time forward at once (tests drive the clock instead of waiting for it)."""
-        self.start += timedelta(seconds=seconds)
+__all__ = ["RtuSlave", "SimClock"]
 
 
 class RtuSlave:
@@ -240,6 +227,11 @@ class RtuSlave:
         """pymodbus' own request handling against the device's datastore."""
         if request.function_code not in self.device.functions:
             return ExceptionResponse(request.function_code, ExcCodes.ILLEGAL_FUNCTION)
+        if self.clock.factor:
+            # While time runs, a request sees the simulated instant it arrives at (a read's clock and
+            # counters; a write lands after the physics up to now), not the last physics tick, which
+            # at a high time factor is simulated minutes old.
+            self.tick()
         try:
             return await request.datastore_update(self.device.regs.context, self.unit)
         except Exception:  # as pymodbus' server does: the device failed (04), and keeps serving
@@ -358,9 +350,8 @@ class RtuSlave:
             codes -= set(msg.get("clear", []))
             self.device.set_fault_codes(codes)
         elif cmd == "time_factor":
-            now = self.clock.now()
             self.tick()
-            self.clock = SimClock(now, float(msg["factor"]))
+            self.clock.set_factor(float(msg["factor"]))
         elif cmd == "tick":
             self.tick()
         elif cmd == "advance":
