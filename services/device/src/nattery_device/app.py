@@ -14,13 +14,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from nattery_contracts.aio import within
+from nattery_device.alerts.endpoints import router as alerts_router
+from nattery_device.alerts.evaluator import AlertEvaluator, AlertingEdgeEvents
 from nattery_device.commands.consumers import AckConsumer, CommandConsumers
 from nattery_device.commands.endpoints import router as commands_router
 from nattery_device.commands.service import CommandService
 from nattery_device.devices.endpoints import router as devices_router
 from nattery_device.devices.registry import RegistryCache
 from nattery_device.events.endpoints import router as events_router
-from nattery_device.events.service import EdgeEventService
 from nattery_device.gateways.endpoints import router as gateways_router
 from nattery_device.gateways.feed import GatewayFeed
 from nattery_device.ingest.dead_letters import RejectedStore, Rejection
@@ -106,6 +107,11 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             with contextlib.suppress(Exception):
                 await presence.load()
             rejected = RejectedStore(res.redis, keep=cfg.rejected_keep)
+            # Alert rules: evaluated on ingest (a telemetry sink, edge fault events) and by a periodic
+            # offline check (alerts/evaluator.py).
+            alerts = AlertEvaluator(res.pool, res.redis, relay=relay)
+            with contextlib.suppress(Exception):
+                await alerts.load_rules()
             await CommandConsumers(res.pool, commands).register(res.bus)
 
             spawn("registry-refresh", registry.run())
@@ -115,6 +121,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             spawn("command-sweeper", commands.run_sweeper(cfg.command_sweep_interval_s))
             spawn("presence-sweeper", presence.run_sweeper(cfg.presence_sweep_interval_s))
             spawn("presence-latest", presence.run_latest_flusher())
+            spawn("alerts", alerts.run())
 
             subscribers: list[AckingSubscriber] = []
             writer: InfluxBatchWriter | None = None
@@ -158,7 +165,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     retry_max_delay_s=cfg.ingest_retry_max_delay_s,
                 )
                 site_states = SiteStateAggregator(res.redis, res.bus, interval_s=cfg.site_state_interval_s)
-                sinks = Sinks(presence, site_states)
+                sinks = Sinks(presence, site_states, alerts)
                 ingest = TelemetryIngest(
                     telemetry_sub, registry, writer, rejected, sinks, batch_size=cfg.ingest_batch_size
                 )
@@ -169,7 +176,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     rejected,
                     presence,
                     AckConsumer(commands),
-                    EdgeEventService(res.pool, stream_publisher),
+                    AlertingEdgeEvents(res.pool, stream_publisher, alerts),
                 )
                 for sub in subscribers:
                     sub.start()
@@ -208,6 +215,7 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
                     "stream_hub": hub,
                     "rejected": rejected,
                     "gateway_feed": gateway_feed,
+                    "alerts": alerts,
                 }
             finally:
                 ingest_tasks = {"telemetry-ingest", "edge-messages-ingest"}
@@ -245,5 +253,6 @@ def create_app(settings: DeviceSettings | None = None) -> FastAPI:
             events_router,
             commands_router,
             stream_router,
+            alerts_router,
         ],
     )

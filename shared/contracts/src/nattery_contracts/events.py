@@ -109,20 +109,33 @@ class AlertSeverity(StrEnum):
 
 
 class AlertRaised(_Data):
+    """An alert opened by a rule for a device (device-service, services/device/README.md "Alerts").
+    ``code``: the rule's kind (``offline``, ``fault``) or kind and field (``threshold:battery_soc_pct``);
+    ``value``: the reading that raised it, when there is one."""
+
     alert_id: uuid.UUID
     org_id: uuid.UUID
     site_id: uuid.UUID
     device_id: uuid.UUID | None = None
+    rule_id: uuid.UUID | None = None
     severity: AlertSeverity
     code: str
     message: str
+    value: float | None = None
     at: AwareDatetime
 
 
 class AlertResolved(_Data):
+    """An alert closed: ``resolution`` ``cleared`` (its condition went away), ``manual`` (by
+    ``resolved_by``), ``rule_changed`` or ``rule_deleted``."""
+
     alert_id: uuid.UUID
     org_id: uuid.UUID
     site_id: uuid.UUID
+    device_id: uuid.UUID | None = None
+    rule_id: uuid.UUID | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
     at: AwareDatetime
 
 
