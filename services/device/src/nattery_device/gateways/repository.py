@@ -139,3 +139,12 @@ async def org_site_ids(
     cur = conn.cursor(row_factory=scalar_row)
     await cur.execute("SELECT id FROM sites WHERE org_id = %s AND id = ANY(%s)", (org_id, site_ids))
     return set(await cur.fetchall())
+
+
+async def org_device_ids(
+    conn: AsyncConnection[Any], org_id: uuid.UUID, device_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of ``device_ids`` are devices of the org."""
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute("SELECT id FROM devices WHERE org_id = %s AND id = ANY(%s)", (org_id, device_ids))
+    return set(await cur.fetchall())

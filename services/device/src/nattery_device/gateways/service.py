@@ -196,12 +196,19 @@ def _contains(
     return network.version == address.version and address in network
 
 
-async def _entries(registry: RegistryCache, gateway: GatewayRow, batch: IngestBatch) -> list[DeviceEntry]:
+async def _entries(
+    pool: AsyncConnectionPool, registry: RegistryCache, gateway: GatewayRow, batch: IngestBatch
+) -> list[DeviceEntry]:
     """Each reading's device, all of the gateway's org and sites, or the whole batch is refused."""
     entries: list[DeviceEntry | None] = [registry.by_id(r.device_id) for r in batch.readings]
-    if any(e is None for e in entries):  # registered a moment ago (maybe on another replica)?
-        await registry.load()
-        entries = [registry.by_id(r.device_id) for r in batch.readings]
+    missing = list({r.device_id for r, e in zip(batch.readings, entries, strict=True) if e is None})
+    if missing:
+        # Registered a moment ago (maybe on another replica)? One indexed query decides; the whole
+        # registry is reloaded only then, never for ids that are not the org's devices.
+        async with pool.connection() as conn:
+            if await repository.org_device_ids(conn, gateway.org_id, missing):
+                await registry.load()
+                entries = [registry.by_id(r.device_id) for r in batch.readings]
     allowed = set(gateway.site_ids)
     checked: list[DeviceEntry] = []
     for i, entry in enumerate(entries):
@@ -227,7 +234,7 @@ async def ingest(
     batch: IngestBatch,
 ) -> IngestResult:
     try:
-        entries = await _entries(registry, gateway, batch)
+        entries = await _entries(pool, registry, gateway, batch)
     except (NotFound, Forbidden):
         BATCHES.labels("refused").inc()
         raise
