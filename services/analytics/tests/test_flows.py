@@ -292,3 +292,29 @@ async def test_bad_ranges_are_refused_precisely(
     r = await client.get("/flows", params=params, headers=bearer(test_issuer, uuid.uuid4(), role="viewer"))
     assert r.status_code == 422, r.text
     assert message in r.text
+
+
+async def test_an_ended_hour_is_computed_once_while_the_next_fills(
+    client: httpx.AsyncClient, influx: InfluxClient, flows: FlowService, test_issuer: TestIssuer
+) -> None:
+    """Runs every few minutes recompute only what changed: the hour that ended is stored, and not again
+    once the next hour's first quarter (which its last segment reaches into) is in."""
+    day = datetime(2025, 2, 10, tzinfo=UTC)
+    device = Device.new()
+
+    async def live(start: datetime, end: datetime) -> None:
+        await write(influx, device, ((t, {"load_power_w": 600.0}) for t in every(start, end, 5)))
+
+    await live(day, day + 2 * H + timedelta(minutes=20))
+    first = await flows.refresh(day + 2 * H + timedelta(minutes=20))
+    assert first is not None and first.hours == 2  # 00:00 and 01:00; 02:00 has not ended
+    await live(day + 2 * H + timedelta(minutes=20), day + 2 * H + timedelta(minutes=50))
+    later = await flows.refresh(day + 2 * H + timedelta(minutes=50))
+    assert later is not None and later.hours == 0
+    await live(day + 2 * H + timedelta(minutes=50), day + 3 * H + timedelta(minutes=10))
+    ended = await flows.refresh(day + 3 * H + timedelta(minutes=10))
+    assert ended is not None and ended.hours == 1
+
+    hours = (await site_flows(client, test_issuer, device, day, day + 3 * H, "hour"))["total"]
+    assert [p["load"]["kwh"] for p in hours] == [pytest.approx(0.6, abs=1e-6)] * 3
+    assert [p["load"]["coverage"] for p in hours] == [1.0, 1.0, 1.0]

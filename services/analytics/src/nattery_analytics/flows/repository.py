@@ -48,15 +48,18 @@ class DeviceKey:
     device_id: uuid.UUID
 
 
-async def hour_counts(
+QUARTER = timedelta(minutes=15)
+
+
+async def quarter_counts(
     influx: InfluxClient, measurement: str, start: datetime, end: datetime
 ) -> dict[DeviceKey, dict[datetime, int]]:
-    """Per device and hour in ``[start, end)``: how many values of the flows' fields it holds. A change
-    in an hour's count is new (or late) data there."""
+    """Per device and quarter-hour in ``[start, end)``: how many values of the flows' fields it holds.
+    A change in a count is new (or late) data there."""
     cols = ", ".join(f'count("{f}") AS "{f}"' for f in FIELDS)
     q = (
         f"SELECT {cols} FROM {_measurement(measurement)} WHERE time >= {_ns(start)} AND time < {_ns(end)} "
-        'GROUP BY time(1h), "org", "site", "device" fill(none)'
+        'GROUP BY time(15m), "org", "site", "device" fill(none)'
     )
     out: dict[DeviceKey, dict[datetime, int]] = {}
     for s in await influx.query_raw(q):
@@ -68,12 +71,12 @@ async def hour_counts(
             )
         except ValueError:
             continue  # a series tagged by hand or by an older writer: not a device we can name
-        hours = out.setdefault(key, {})
+        quarters = out.setdefault(key, {})
         for row in s.values:
             n = sum(int(v) for v in row[1:] if v)
             if n:
-                hour = _EPOCH + timedelta(milliseconds=row[0])
-                hours[hour] = hours.get(hour, 0) + n
+                quarter = _EPOCH + timedelta(milliseconds=row[0])
+                quarters[quarter] = quarters.get(quarter, 0) + n
     return out
 
 

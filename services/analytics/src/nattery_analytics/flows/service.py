@@ -2,9 +2,9 @@
 hour, day and month figures of a site or an org read from them.
 
 The job (``FlowService.schedule``, every ``flows_interval_s``; one replica at a time, a PostgreSQL
-advisory lock): count the telemetry values of every device per hour over the last ``flows_lookback_h``
-(one InfluxQL statement), compare with the counts each stored hour was computed from (its own, the hour
-before's and the hour after's, since an hour's edges reach into its neighbours), and recompute the hours
+advisory lock): count the telemetry values of every device per quarter-hour over the last ``flows_lookback_h``
+(one InfluxQL statement), compare with the counts each stored hour was computed from (its own, and the
+neighbouring quarter-hours', since an hour's edges reach into its neighbours), and recompute the hours
 whose counts changed: new hours, late points, a bridge replaying its outbox, a back-fill. An hour is
 stored once it has ended. Recomputing writes the same row again (upsert per device and hour), so a
 second run, or two replicas, change nothing. ``refresh(lookback=...)`` reaches further back by hand.
@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from nattery_analytics.flows import repository
 from nattery_analytics.flows.integrate import Limits, Quantity, device_hours
-from nattery_analytics.flows.repository import HOUR, DeviceKey, FlowDevice, HourRow
+from nattery_analytics.flows.repository import HOUR, QUARTER, DeviceKey, FlowDevice, HourRow
 from nattery_analytics.flows.schemas import (
     DeviceFlows,
     Energy,
@@ -138,18 +138,21 @@ class FlowService:
 
     async def _refresh(self, since: datetime, until: datetime, *, force: bool) -> RefreshReport:
         measurement = self._cfg.flows_measurement
-        counts = await repository.hour_counts(self._influx, measurement, since - HOUR, until + HOUR)
+        counts = await repository.quarter_counts(self._influx, measurement, since - HOUR, until + HOUR)
         async with self._pool.connection() as conn:
             stored = await repository.stored_counts(conn, since, until)
         stored_hours: dict[uuid.UUID, set[datetime]] = {}
         for device_id, hour in stored:
             stored_hours.setdefault(device_id, set()).add(hour)
         total = 0
-        for key, hours in counts.items():
+        for key, quarters in counts.items():
+            hours: dict[datetime, int] = {}
+            for q, n in quarters.items():
+                hours[floor_hour(q)] = hours.get(floor_hour(q), 0) + n
             candidates = {h for h in hours if since <= h < until} | stored_hours.get(key.device_id, set())
             dirty: list[tuple[datetime, list[int]]] = []
             for h in sorted(candidates):
-                fingerprint = [hours.get(h - HOUR, 0), hours.get(h, 0), hours.get(h + HOUR, 0)]
+                fingerprint = self._fingerprint(h, hours, quarters)
                 if force or stored.get((key.device_id, h)) != fingerprint:
                     dirty.append((h, fingerprint))
             if not dirty:
@@ -166,6 +169,16 @@ class FlowService:
         if total:
             log.info("energy flows: %d device-hours recomputed before %s", total, until.isoformat())
         return RefreshReport(devices=len(counts), hours=total, until=until)
+
+    def _fingerprint(
+        self, h: datetime, hours: dict[datetime, int], quarters: dict[datetime, int]
+    ) -> list[int]:
+        """What an hour's figures depend on: its own values and those of its neighbours that a covered
+        segment can reach (the neighbouring quarter-hours when no gap limit exceeds 15 minutes, so the
+        hour that has just ended is not recomputed on every run while the next one fills)."""
+        if max(self.limits.power_max_gap_s, self.limits.counter_max_gap_s) <= QUARTER.total_seconds():
+            return [quarters.get(h - QUARTER, 0), hours.get(h, 0), quarters.get(h + HOUR, 0)]
+        return [hours.get(h - HOUR, 0), hours.get(h, 0), hours.get(h + HOUR, 0)]
 
     async def _compute(self, key: DeviceKey, dirty: list[tuple[datetime, list[int]]]) -> list[HourRow]:
         fingerprints = dict(dirty)

@@ -2,8 +2,8 @@
 discharge; kWh with the seconds of the hour each figure covers), and the devices they were computed for.
 
 A ``{q}_kwh`` of NULL is an hour without a covered second (a gap), never zero energy. ``sample_counts``
-is the number of telemetry values of the hour before, the hour and the hour after when it was computed:
-the job recomputes an hour when they change (late data, back-fills).
+are the numbers of telemetry values the hour was computed from (the neighbouring quarter-hours', its
+own; flows/service.py): the job recomputes an hour when they change (late data, back-fills).
 
 Revision ID: 0003
 Revises: 0002
