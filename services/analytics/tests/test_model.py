@@ -18,6 +18,7 @@ from nattery_analytics.forecasts.features import (
     day_ahead_rows,
     day_slots,
     issue_instant,
+    recent_level_ratio,
 )
 from nattery_analytics.forecasts.model import (
     MEDIAN,
@@ -104,13 +105,16 @@ def test_point_forecast_blends_the_trees_median_with_the_seasonal_naive(sceaux: 
     assert model.fit(sceaux, issue)
     trees = model.predict(sceaux, target)
     _, x = day_ahead_rows(sceaux, target, ZONE, CONFIG.issue_local)
-    naive = seasonal_naive(x)
-    # The seasonal naive: the same time's 7-day median and its ±30 min 14-day median, averaged.
+    # The seasonal naive: the same time's 7-day median and its ±30 min 14-day median, averaged, then
+    # scaled by the square root of the last day's mean load over the last week's.
     columns = [FEATURES.index("same_time_median_7d_kw"), FEATURES.index("same_time_wide_median_14d_kw")]
-    np.testing.assert_allclose(naive, x[:, columns].mean(axis=1))
+    np.testing.assert_allclose(seasonal_naive(x), x[:, columns].mean(axis=1))
+    ratio = recent_level_ratio(sceaux, target, ZONE, CONFIG.issue_local)
+    assert ratio != 1.0
+    naive = seasonal_naive(x) * ratio**0.5
     assert not np.isnan(naive).any()
 
-    model.config = replace(CONFIG, naive_weight=0.5)
+    model.config = replace(CONFIG, naive_weight=0.5, naive_level_exponent=0.5)
     blended = model.predict(sceaux, target)
     np.testing.assert_allclose(blended[MEDIAN], 0.5 * trees[MEDIAN] + 0.5 * naive)
     # The spread moves with the median (where no quantile was clipped at 0) and stays ordered.
@@ -123,8 +127,21 @@ def test_point_forecast_blends_the_trees_median_with_the_seasonal_naive(sceaux: 
         forecast_day(model, sceaux, target, ZONE, model.config).load_kw.tolist() == blended[MEDIAN].tolist()
     )
 
-    model.config = replace(CONFIG, naive_weight=1.0)
+    model.config = replace(CONFIG, naive_weight=1.0, naive_level_exponent=0.5)
     np.testing.assert_allclose(model.predict(sceaux, target)[MEDIAN], naive)
+
+
+def test_recent_level_ratio_compares_the_last_day_before_the_issue_with_the_last_week() -> None:
+    target = date(2008, 3, 12)
+    issue = issue_instant(target - timedelta(days=1), ZONE, CONFIG.issue_local)
+    start = issue - timedelta(days=10)
+    load = np.full(10 * 48 + 48, 1.0)
+    load[9 * 48 : 10 * 48] = 2.0  # the 24 h before the issue: twice as busy
+    load[10 * 48 :] = 50.0  # after the issue: not known yet, must not count
+    history = LoadHistory(start, load)
+    assert recent_level_ratio(history, target, ZONE, CONFIG.issue_local) == pytest.approx(2.0 / (8.0 / 7.0))
+    load[9 * 48 : 10 * 48] = np.nan  # nothing known in the last day: no adjustment
+    assert recent_level_ratio(LoadHistory(start, load), target, ZONE, CONFIG.issue_local) == 1.0
 
 
 def test_naive_weight_outside_zero_one_is_refused() -> None:

@@ -87,6 +87,25 @@ def day_slots(day: date, zone: ZoneInfo) -> tuple[datetime, int]:
     return start, int((end - start) // SLOT)
 
 
+def recent_level_ratio(history: LoadHistory, target_day: date, zone: ZoneInfo, issue_local: time) -> float:
+    """Mean load over the 24 h before the issue time divided by the mean over the 7 days before it: how
+    busy the house is now against its week (1.0 when either is unknown or the week is all zeros)."""
+    known_before = min(
+        history.index_of(issue_instant(target_day - timedelta(days=1), zone, issue_local)),
+        len(history.load_kw),
+    )
+
+    def mean(slots: int) -> float:
+        window = history.load_kw[max(known_before - slots, 0) : max(known_before, 0)]
+        known = window[~np.isnan(window)]
+        return float(known.mean()) if known.size else float("nan")
+
+    day, week = mean(SLOTS_PER_DAY), mean(SLOTS_PER_DAY * 7)
+    if not (np.isfinite(day) and np.isfinite(week)) or week <= 0.0:
+        return 1.0
+    return day / week
+
+
 def _take(values: FloatArray, idx: IntArray, available_before: int) -> FloatArray:
     """``values[idx]`` where ``0 <= idx < available_before``, NaN elsewhere."""
     ok = (idx >= 0) & (idx < min(available_before, len(values)))

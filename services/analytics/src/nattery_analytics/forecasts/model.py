@@ -6,7 +6,8 @@ blended with a seasonal-naive median, and the persistence forecast it falls back
   loss per quantile (LightGBM rather than scikit-learn's HistGradientBoosting: the same model family,
   about ten times faster to fit with quantile loss here, and lighter to install).
 - ``LoadModel.predict``: the point forecast is ``(1 - naive_weight)`` x the trees' median plus
-  ``naive_weight`` x ``seasonal_naive`` (the same time's median over the last days). Both target the
+  ``naive_weight`` x ``seasonal_naive`` (the same time's median over the last days, scaled by how busy
+  the last 24 h were against the last week: ``features.recent_level_ratio``). Both target the
   median, which minimises the absolute error the benchmark scores; the trees' median alone is noisy on
   spiky household load and the plain medians err differently, so their blend beats either. The outer
   quantiles are shifted with the median and give the spread.
@@ -35,6 +36,7 @@ from nattery_analytics.forecasts.features import (
     day_ahead_rows,
     day_slots,
     issue_instant,
+    recent_level_ratio,
 )
 
 MODEL_NAME = "analytics.load.gbm_quantile.v2"  # v2: blended with the seasonal-naive median
@@ -64,6 +66,10 @@ class ModelConfig:
     # and errs differently from the plain medians: a 50/50 blend beat either alone on both houses
     # (bench/analytics.py: EMHASS 0.120 -> 0.124, Sceaux 0.225 -> 0.228; 0.4 to 0.6 within 0.002).
     naive_weight: float = 0.5
+    # The seasonal naive is scaled by (mean of the last 24 h / mean of the last 7 days) ** this, both
+    # before the issue time: a busier or emptier house than its week (bench/analytics.py: 0.5 raised
+    # EMHASS 0.124 -> 0.131, Sceaux 0.228 -> 0.232; 1.0 less, and scaling the trees' median too lost).
+    naive_level_exponent: float = 0.5
 
     def __post_init__(self) -> None:
         if MEDIAN not in self.quantiles:
@@ -180,7 +186,8 @@ class LoadModel:
         if not self._models or self._columns is None:
             raise RuntimeError("model not trained")
         _, x = day_ahead_rows(history, target_day, self.zone, self.config.issue_local, self.holidays)
-        naive = seasonal_naive(x)
+        ratio = recent_level_ratio(history, target_day, self.zone, self.config.issue_local)
+        naive = seasonal_naive(x) * ratio**self.config.naive_level_exponent
         x = x[:, self._columns]
         qs = sorted(self._models)
         # Quantiles fitted separately can cross; sorted per slot they stay a valid spread.
