@@ -62,6 +62,10 @@ DESTRUCTIVE = {
     ("device", "DELETE", "/devices/{device_id}"),
     ("device", "POST", "/gateways/{gateway_id}/rotate"),
     ("device", "POST", "/gateways/{gateway_id}/revoke"),
+    ("device", "PUT", "/alert-rules/{rule_id}"),  # resolves the rule's open alerts
+    ("device", "DELETE", "/alert-rules/{rule_id}"),
+    ("device", "POST", "/alerts/{alert_id}/acknowledge"),
+    ("device", "POST", "/alerts/{alert_id}/resolve"),
     ("trading", "POST", "/emergency-stops"),
     ("trading", "DELETE", "/emergency-stops/{stop_id}"),
     ("integration", "DELETE", "/connections/{connection_id}"),
@@ -142,6 +146,8 @@ class OrgData:
     unclaimed_site_id: str = ""  # a device site (with a device) known to trading, no battery configured
     connection_id: str = ""  # an integration connection (Elexon, no secrets needed)
     gateway_id: str = ""  # a device-service HTTP ingest gateway (its key is not kept)
+    alert_rule_id: str = ""  # an offline rule on the org's device (which never sends: it fires)
+    alert_id: str = ""  # that rule's open alert
 
 
 @dataclass
@@ -411,6 +417,39 @@ async def seed_device(world: World, org: uuid.UUID) -> None:
     data.gateway_id = (
         await world.api("device", "POST", "/gateways", A, org, json={"name": "authz gateway"})
     )["id"]
+    data.alert_rule_id, data.alert_id = await firing_alert(world, org, data.device_id)
+
+
+# An alert rule without ids in it (ids of the owner in a body would be smuggled into org B's calls).
+ALERT_RULE = {
+    "name": "authz rule",
+    "kind": "threshold",
+    "field": "grid_power_w",
+    "operator": "gt",
+    "value": 1e6,
+}
+
+
+async def firing_alert(
+    world: World, org: uuid.UUID, device_id: str, timeout_s: float = 30.0
+) -> tuple[str, str]:
+    """An offline rule (1 s) on a device that never sends and its alert, raised by the offline check."""
+    rule = await world.api(
+        "device",
+        "POST",
+        "/alert-rules",
+        OP,
+        org,
+        json={"name": "authz offline", "kind": "offline", "offline_after_s": 1, "device_id": device_id},
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not (page := await world.api("device", "GET", "/alerts", V, org, params={"rule_id": rule["id"]}))[
+        "items"
+    ]:
+        assert loop.time() < deadline, f"no alert for rule {rule['id']} within {timeout_s}s"
+        await asyncio.sleep(0.2)
+    return str(rule["id"]), str(page["items"][0]["id"])
 
 
 async def device_site(world: World, org: uuid.UUID) -> str:
@@ -502,6 +541,8 @@ async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fr
             "device_id": data.device_id,
             "command_id": data.command_id,
             "gateway_id": data.gateway_id,
+            "rule_id": data.alert_rule_id,
+            "alert_id": data.alert_id,
         }
     )
     if fresh and "{site_id}" in path:
@@ -520,6 +561,12 @@ async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fr
     elif fresh and "{gateway_id}" in path:
         gateway = await world.api("device", "POST", "/gateways", A, owner, json={"name": "authz gateway"})
         call.path["gateway_id"] = gateway["id"]
+    elif fresh and "{rule_id}" in path:
+        call.path["rule_id"] = (
+            await world.api("device", "POST", "/alert-rules", OP, owner, json=ALERT_RULE)
+        )["id"]
+    elif fresh and "{alert_id}" in path:
+        call.path["alert_id"] = (await firing_alert(world, owner, data.device_id))[1]
     now = datetime.now(UTC)
     window = {"start": (now - timedelta(hours=1)).isoformat(), "end": now.isoformat()}
     match method, path:
@@ -533,6 +580,8 @@ async def device_call(world: World, method: str, path: str, owner: uuid.UUID, fr
             call.body = {"serial": "AUTHZ-1"}
         case "POST", "/gateways":
             call.body = {"name": "authz gateway"}
+        case ("POST", "/alert-rules") | ("PUT", "/alert-rules/{rule_id}"):
+            call.body = ALERT_RULE
         case "POST", "/devices/{device_id}/commands":
             call.body = COMMAND  # with the owner's key: a replay for the owner, nothing for anyone else
             call.headers = {"Idempotency-Key": data.idempotency_key}

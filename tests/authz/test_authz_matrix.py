@@ -70,6 +70,15 @@ REQUIRED: dict[tuple[str, str, str], Role | None] = {
     ("device", "POST", "/gateways/{gateway_id}/revoke"): A,
     # a gateway's X-API-Key, no bearer token (services/device/tests/test_gateway_ingest.py: keys, org scope)
     ("device", "POST", "/ingest"): PUBLIC,
+    ("device", "GET", "/alerts"): V,
+    ("device", "GET", "/alerts/{alert_id}"): V,
+    ("device", "POST", "/alerts/{alert_id}/acknowledge"): OP,
+    ("device", "POST", "/alerts/{alert_id}/resolve"): OP,
+    ("device", "GET", "/alert-rules"): V,
+    ("device", "POST", "/alert-rules"): OP,
+    ("device", "GET", "/alert-rules/{rule_id}"): V,
+    ("device", "PUT", "/alert-rules/{rule_id}"): OP,
+    ("device", "DELETE", "/alert-rules/{rule_id}"): OP,
     ("device", "WS", "/stream"): V,  # token in ?token= or the first message; test_stream_* below
     # trading
     ("trading", "PUT", "/sites/{site_id}/battery"): A,
@@ -134,6 +143,8 @@ OWN_IN_LISTS: dict[tuple[str, str, str], Callable[[OrgData], str]] = {
     ("device", "GET", "/devices"): lambda d: d.device_id,
     ("device", "GET", "/latest"): lambda d: d.device_id,
     ("device", "GET", "/gateways"): lambda d: d.gateway_id,
+    ("device", "GET", "/alerts"): lambda d: d.alert_id,
+    ("device", "GET", "/alert-rules"): lambda d: d.alert_rule_id,
     ("trading", "GET", "/tariffs"): lambda d: d.import_tariff_id,
     ("trading", "GET", "/emergency-stops"): lambda d: d.stop_id,
     ("integration", "GET", "/connections"): lambda d: d.connection_id,
@@ -405,6 +416,8 @@ async def snapshot(world: World, org: uuid.UUID) -> dict[str, Any]:
         ("device", "/sites?limit=1000"),
         ("device", "/devices?limit=1000"),
         ("device", f"/gateways/{data.gateway_id}"),
+        ("device", f"/alerts/{data.alert_id}"),
+        ("device", f"/alert-rules/{data.alert_rule_id}"),
         ("trading", f"/sites/{data.site_id}/strategy"),
         ("trading", f"/sites/{data.site_id}/schedule"),
         ("trading", "/tariffs"),
