@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from nattery_integration.app import SCHEMA, create_app
 from nattery_integration.areas import Area
+from nattery_integration.jobs import repository
 from nattery_integration.jobs.registry import JobContext, JobOutcome, JobRegistry, JobResult, JobSpec
 from nattery_integration.jobs.schedules import daily_at, every
 from nattery_integration.jobs.service import JobRunner, plan_next
@@ -180,6 +181,44 @@ async def test_a_run_cut_by_shutdown_is_handed_to_another_replica_at_once(
     finally:
         await cancel_and_wait([second])
     assert second.cancelled()
+
+
+async def test_a_claim_whose_run_never_started_is_given_back_at_shutdown(
+    pools: list[AsyncConnectionPool],
+) -> None:
+    """A lease this replica took but never ran under (its task cancelled before its first step, or
+    its own release cut) is handed back when the runner stops, not held for the 300 s lease."""
+    job = name()
+
+    runner = JobRunner(pools[0], JobRegistry([]), replica=f"stopping-{job}", poll_s=0.01, lease_s=300)
+    async with pools[0].connection() as conn:  # due now, then claimed as a replica does, by it
+        await conn.execute(
+            "INSERT INTO jobs (name, next_run_at, scheduled_for) VALUES (%s, now(), now())", (job,)
+        )
+    async with pools[0].connection() as conn:
+        assert await repository.claim_due(conn, [job], runner.replica, 300) is not None
+    assert (await row_of(pools[1], job))["leased_by"] == runner.replica
+    stopping = asyncio.create_task(runner.run())
+    await eventually(lambda: runner._rows_ready, timeout_s=10)  # it has made at least one turn
+    await cancel_and_wait([stopping])
+    assert stopping.cancelled()
+    row = await row_of(pools[1], job)
+    assert row["lease_until"] is None and row["leased_by"] is None
+    # Another replica runs it now.
+    ran: list[str] = []
+
+    async def ok(ctx: JobContext) -> JobResult:
+        ran.append(ctx.replica)
+        return JobResult.ok()
+
+    other = JobRunner(
+        pools[1], JobRegistry([JobSpec(name=job, handler=ok, next_run=HOURLY)]), replica="other", poll_s=0.01
+    )
+    second = asyncio.create_task(other.run())
+    try:
+        await eventually(lambda: ran == ["other"], timeout_s=10)
+    finally:
+        await cancel_and_wait([second])
 
 
 async def _finished_ok(pool: AsyncConnectionPool, job: str) -> dict[str, object] | None:

@@ -58,6 +58,15 @@ async def release(conn: AsyncConnection[Any], name: str, replica: str) -> bool:
     return cur.rowcount > 0
 
 
+async def release_all(conn: AsyncConnection[Any], replica: str) -> list[str]:
+    """Give back every lease ``replica`` still holds (it is stopping); returns the jobs' names."""
+    cur = await conn.execute(
+        "UPDATE jobs SET lease_until = NULL, leased_by = NULL WHERE leased_by = %s RETURNING name",
+        (replica,),
+    )
+    return [r["name"] for r in await cur.fetchall()]
+
+
 async def finish(
     conn: AsyncConnection[Any],
     name: str,
