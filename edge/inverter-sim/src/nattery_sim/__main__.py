@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-step-s",
         type=float,
         default=None,
-        help="longest physics sub-step, simulated seconds (default 60 for the inverter, 1 for the flow "
+        help="longest physics sub-step, simulated seconds (default 30 for the inverter, 1 for the flow "
         "transmitter); longer steps are integrated in sub-steps",
     )
     p.add_argument(

@@ -37,7 +37,7 @@ class SimDevice:
     functions = frozenset({3, 6, 16})
     #: Longest physics sub-step, simulated seconds: a longer step (a high time factor, a stalled event
     #: loop, ``advance``) is integrated in sub-steps of at most this.
-    max_step_s = 60.0
+    max_step_s = 30.0
 
     def __init__(self, rmap: RegisterMap) -> None:
         self.rmap = rmap
