@@ -24,7 +24,9 @@ PostgreSQL (``nattery_test``, bench sites removed afterwards) and device-service
   PostgreSQL lookup + InfluxDB), sequentially; the same for 1 field beside it. The day is written
   straight to InfluxDB, so its one-minute rollup is recomputed the way the ingest writer does for late
   points (telemetry/rollup.py); beside the figure, the same 5-field query on the raw points, straight
-  to InfluxDB (what the endpoint paid before the rollup).
+  to InfluxDB (what the endpoint paid before the rollup), and the endpoint's own InfluxDB statements
+  straight to InfluxDB after each API call (``endpoint_statements_straight_to_influx_*``: InfluxDB's
+  share of the figure, in the same conditions).
 
     uv run python bench/ingest.py [--sites 2000] [--rates 2000,4000,6000,8000,10000] [--step-s 20]
     uv run python bench/ingest.py --only history   # the history figure alone, on a quiet InfluxDB
@@ -69,9 +71,11 @@ from loadgen import FIELDS, LoadGenerator, payload, site_slug, values_json  # no
 
 from nattery_device.ingest.lines import ts_ns  # noqa: E402
 from nattery_device.mqtt.subscriber import forget_session  # noqa: E402
-from nattery_device.telemetry.repository import reroll_statement  # noqa: E402
+from nattery_device.telemetry.repository import reroll_statement, rollup_and_raw  # noqa: E402
+from nattery_device.telemetry.rollup import ROLLUP_LAG  # noqa: E402
 from nattery_shared import migrations  # noqa: E402
-from nattery_shared.settings import MqttSettings  # noqa: E402
+from nattery_shared.influx import InfluxClient  # noqa: E402
+from nattery_shared.settings import InfluxSettings, MqttSettings  # noqa: E402
 from nattery_shared.testing import (  # noqa: E402
     TEST_PG_DSN,
     TestIssuer,
@@ -461,6 +465,7 @@ async def history_bench(
     *,
     write: bool = True,
     raw_ms: list[float],
+    influx_ms: list[float] | None = None,
 ) -> list[float]:
     rng = random.Random(11)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -504,6 +509,12 @@ async def history_bench(
             await asyncio.gather(*(influx_query(http, q) for q in statements))
             if i >= 5:
                 raw_ms.append((time.perf_counter() - t) * 1000)
+    # The endpoint's own InfluxDB statements (repository.rollup_and_raw: the rollup's minutes and the
+    # last minutes from the raw points, in parallel) through the shared client, no API: after each call,
+    # so both see the same InfluxDB (what InfluxDB alone costs, e.g. while it compacts after the flood).
+    influx = InfluxClient(InfluxSettings(url=INFLUX, database=DB))
+    device_row = {"id": device_id, "org_id": org_id}
+    names = fields.split(",")
     async with httpx.AsyncClient(base_url=service.url, headers={"Authorization": f"Bearer {token}"}) as api:
         for i in range(queries + 5):
             t = time.perf_counter()
@@ -516,6 +527,23 @@ async def history_bench(
                 )  # minute may turn
             if i >= 5:  # warm-up: JWKS fetch, connection pools
                 timings.append(elapsed * 1000)
+            if influx_ms is not None:
+                last = min(end, (datetime.now(UTC) - ROLLUP_LAG).replace(second=0, microsecond=0))
+                t = time.perf_counter()
+                await rollup_and_raw(
+                    influx,
+                    "inverter",
+                    device_row,
+                    (start, last),
+                    [(last, end)] if last < end else [],
+                    names,
+                    "mean",
+                    "1m",
+                    10_000,
+                )
+                if i >= 5:
+                    influx_ms.append((time.perf_counter() - t) * 1000)
+    await influx.close()
     return timings
 
 
@@ -606,6 +634,7 @@ async def main() -> None:
             )  # let InfluxDB finish compacting what the ingest steps wrote
             history = devices[f"{PREFIX}-history"]
             raw: list[float] = []
+            rollup_straight: list[float] = []
             five = await history_bench(
                 service,
                 http,
@@ -615,6 +644,7 @@ async def main() -> None:
                 args.history_queries,
                 "battery_power_w,battery_soc_pct,pv_power_w,load_power_w,grid_power_w",
                 raw_ms=raw,
+                influx_ms=rollup_straight,
             )
             one = await history_bench(
                 service,
@@ -633,7 +663,9 @@ async def main() -> None:
                 "ms",
                 target="< 100",
                 reference="the same 5-field one-minute means on the raw points, straight to InfluxDB "
-                "(two parallel statements, no API): raw_points_straight_to_influx_*",
+                "(two parallel statements, no API): raw_points_straight_to_influx_*; the endpoint's own "
+                "InfluxDB statements (rollup + last minutes raw, shared client, no API), each right after "
+                "an API call: endpoint_statements_straight_to_influx_*",
                 query="GET /devices/{id}/history, one day of 5 s data (17,280 points x 25 fields stored), "
                 "5 fields -> 1,440 one-minute means each, through the REST API (auth, PostgreSQL, InfluxDB), "
                 "sequential",
@@ -643,6 +675,8 @@ async def main() -> None:
                 one_field_p99_ms=round(percentile(one, 99), 1),
                 raw_points_straight_to_influx_p50_ms=round(percentile(raw, 50), 1),
                 raw_points_straight_to_influx_p99_ms=round(percentile(raw, 99), 1),
+                endpoint_statements_straight_to_influx_p50_ms=round(percentile(rollup_straight, 50), 1),
+                endpoint_statements_straight_to_influx_p99_ms=round(percentile(rollup_straight, 99), 1),
                 read_from="one-minute rollup (telemetry/rollup.py); the last 2 minutes from the raw points",
                 measured_after=history_after,
                 machine=machine_load(),
