@@ -63,7 +63,8 @@ class Clock:
     def sample(self, **values: float) -> dict[str, Any]:
         self.t += timedelta(seconds=1)
         self.seq += 1
-        return telemetry(self.seq, self.t, **values)
+        sample: dict[str, Any] = telemetry(self.seq, self.t, **values)
+        return sample
 
 
 async def test_threshold_raises_once_while_flapping_and_resolves(

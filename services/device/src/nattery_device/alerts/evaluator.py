@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import math
+import operator
 import time
 import uuid
 from collections.abc import Sequence
@@ -58,6 +60,47 @@ class PairState:
     codes: set[str] | None = None  # fault rules: the active codes matching the rule
 
 
+_OPS = {
+    Operator.GT: operator.gt,
+    Operator.GE: operator.ge,
+    Operator.LT: operator.lt,
+    Operator.LE: operator.le,
+}
+
+
+@dataclass(slots=True)
+class Check:
+    """A threshold or band rule compiled for one device: the comparisons with their limits worked out
+    (raising, and clearing past the hysteresis) and the pair's state, so the hot path does no hashing."""
+
+    rule: Rule
+    field: str
+    pair: PairState
+    op: Any  # threshold: operator.gt/ge/lt/le; band: None
+    raise_at: float  # threshold: the limit; band: low
+    clear_at: float  # threshold: the limit moved by the hysteresis; band: low + hysteresis
+    high: float = math.inf  # band: high
+    clear_high: float = math.inf  # band: high - hysteresis
+
+    @classmethod
+    def of(cls, rule: Rule, pair: PairState) -> Check:
+        h = rule.hysteresis
+        if rule.kind is RuleKind.THRESHOLD:
+            assert rule.operator is not None and rule.value is not None and rule.field is not None
+            falling = rule.operator in (Operator.GT, Operator.GE)
+            clear_at = rule.value - h if falling else rule.value + h
+            return cls(rule, rule.field, pair, _OPS[rule.operator], rule.value, clear_at)
+        assert rule.low is not None and rule.high is not None and rule.field is not None
+        return cls(rule, rule.field, pair, None, rule.low, rule.low + h, rule.high, rule.high - h)
+
+    def breached(self, value: float, firing: bool) -> bool:
+        if self.op is not None:
+            return bool(self.op(value, self.clear_at if firing else self.raise_at))
+        if firing:
+            return value < self.clear_at or value > self.clear_high
+        return value < self.raise_at or value > self.high
+
+
 @dataclass(frozen=True, slots=True)
 class Raise:
     rule: Rule
@@ -84,24 +127,6 @@ def _matches(rule: Rule, entry: DeviceEntry) -> bool:
     )
 
 
-def breached(rule: Rule, value: float, firing: bool) -> bool:
-    """The rule's condition on ``value``; while firing, it clears only past the hysteresis margin."""
-    h = rule.hysteresis if firing else 0.0
-    if rule.kind is RuleKind.THRESHOLD:
-        limit = rule.value
-        assert limit is not None
-        op = rule.operator
-        if op is Operator.GT:
-            return value > limit - h
-        if op is Operator.GE:
-            return value >= limit - h
-        if op is Operator.LT:
-            return value < limit + h
-        return value <= limit + h
-    assert rule.low is not None and rule.high is not None
-    return value < rule.low + h or value > rule.high - h
-
-
 def _describe(rule: Rule, value: float) -> str:
     if rule.kind is RuleKind.THRESHOLD:
         symbol = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[str(rule.operator)]
@@ -125,11 +150,12 @@ class AlertEvaluator:
         self._rules_refresh_s = rules_refresh_s
         self._offline_check_s = offline_check_s
         self._rules_by_org: dict[uuid.UUID, list[Rule]] = {}
-        self._by_device: dict[uuid.UUID, tuple[list[Rule], list[Rule]]] = {}  # (value rules, fault rules)
+        self._by_device: dict[uuid.UUID, tuple[list[Check], list[Rule]]] = {}  # (value rules, fault rules)
         self._state: dict[Key, PairState] = {}
         self._dirty = True
         self._queue: asyncio.Queue[Raise | Resolve] = asyncio.Queue()
         self._loaded = False
+        self._signature: frozenset[tuple[uuid.UUID, datetime]] | None = None  # of the rules loaded
 
     # --- rules -------------------------------------------------------------------------------------
     def invalidate(self) -> None:
@@ -151,19 +177,27 @@ class AlertEvaluator:
         except BaseException:
             self._dirty = True
             raise
+        signature = frozenset((r.id, r.updated_at) for r in rules)
+        if signature == self._signature:
+            return  # unchanged: keep the rules compiled per device
         by_org: dict[uuid.UUID, list[Rule]] = {}
         for rule in rules:
             by_org.setdefault(rule.org_id, []).append(rule)
-        self._rules_by_org, self._by_device = by_org, {}
+        self._rules_by_org, self._by_device, self._signature = by_org, {}, signature
 
-    def _rules_for(self, entry: DeviceEntry) -> tuple[list[Rule], list[Rule]]:
+    def _rules_for(self, entry: DeviceEntry) -> tuple[list[Check], list[Rule]]:
         found = self._by_device.get(entry.id)
         if found is None:
             matching = [r for r in self._rules_by_org.get(entry.org_id, ()) if _matches(r, entry)]
-            found = self._by_device[entry.id] = (
-                [r for r in matching if r.kind is not RuleKind.FAULT],
-                [r for r in matching if r.kind is RuleKind.FAULT],
-            )
+            state = self._state
+            checks = []
+            for r in matching:
+                if r.kind is not RuleKind.FAULT:
+                    pair = state.get((r.id, entry.id))
+                    if pair is None:
+                        pair = state[(r.id, entry.id)] = PairState()
+                    checks.append(Check.of(r, pair))
+            found = self._by_device[entry.id] = (checks, [r for r in matching if r.kind is RuleKind.FAULT])
         return found
 
     async def _fresh(self) -> None:
@@ -177,25 +211,24 @@ class AlertEvaluator:
     # --- telemetry (the ingest path: in memory, transitions queued) ----------------------------
     async def record_telemetry(self, samples: Sequence[Sample], /) -> None:
         await self._fresh()
-        state = self._state
+        by_device = self._by_device
         for entry, sample in samples:
-            rules = self._rules_for(entry)[0]
-            if not rules:
+            found = by_device.get(entry.id)
+            checks = (found or self._rules_for(entry))[0]
+            if not checks:
                 continue
             values = sample.values
             ts = 0.0
-            for rule in rules:
-                value = values.get(rule.field)  # type: ignore[arg-type]
+            for check in checks:
+                value = values.get(check.field)
                 if value is None:
                     continue
-                key = (rule.id, entry.id)
-                pair = state.get(key)
-                if pair is None:
-                    pair = state[key] = PairState()
+                pair = check.pair
+                rule = check.rule
                 if not ts:
                     ts = sample.ts.timestamp()
                 if pair.phase == FIRING:
-                    if breached(rule, value, True):
+                    if check.breached(value, True):
                         pair.since = 0.0
                     else:
                         if not pair.since:
@@ -205,7 +238,7 @@ class AlertEvaluator:
                             self._queue.put_nowait(
                                 Resolve(rule.id, entry.id, sample.ts, f"{rule.field} = {value:g}")
                             )
-                elif breached(rule, value, False):
+                elif check.breached(value, False):
                     if pair.phase == IDLE:
                         pair.phase, pair.since = PENDING, ts
                     if ts - pair.since >= rule.for_s:
@@ -256,12 +289,16 @@ class AlertEvaluator:
                 await self._apply(item)
             except Exception as err:
                 raise_if_cancelling()
-                # Forget the pair: the next sample evaluates it again (and retries the transition).
+                # Undo the transition in memory: the next sample evaluates it again (and retries it).
                 if isinstance(item, Raise):
-                    self._state.pop((item.rule.id, item.entry.id), None)
+                    pair = self._state.get((item.rule.id, item.entry.id))
+                    if pair is not None:
+                        pair.phase, pair.since = IDLE, 0.0
                     log.warning("alert for %s not raised: %r", item.entry.id, err)
                 else:
-                    self._state[(item.rule_id, item.device_id)] = PairState(phase=FIRING)
+                    pair = self._state.get((item.rule_id, item.device_id))
+                    if pair is not None:
+                        pair.phase, pair.since = FIRING, 0.0
                     log.warning("alert for %s not resolved: %r", item.device_id, err)
                 await asyncio.sleep(0.5)  # PostgreSQL trouble: do not spin
             finally:
