@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from device_test_helpers import Org, eventually, influx_count, provision
+from device_test_helpers import Org, app_client, device_settings, eventually, influx_count, provision
 
 from nattery_device.gateways.service import client_address
 from nattery_shared.testing import TestIssuer
@@ -270,3 +270,21 @@ def test_client_address_believes_x_real_ip_only_from_a_trusted_proxy() -> None:
     assert str(client_address("198.51.100.9", "203.0.113.7")) == "198.51.100.9"  # direct caller
     assert str(client_address("127.0.0.1", None)) == "127.0.0.1"
     assert client_address("127.0.0.1", "not-an-address") is None
+
+
+async def test_not_stored_is_503_and_leaves_the_batch_id_free(
+    client: httpx.AsyncClient, test_issuer: TestIssuer
+) -> None:
+    """An instance without ingest cannot store: 503, nothing written, and the batch id is not marked
+    (the marking rolls back with it), so the gateway's retry on an instance that can is stored."""
+    org = Org(test_issuer)
+    site = await provision(client, org)
+    device_id = site["device"]["id"]
+    key = (await new_gateway(client, org))["api_key"]
+    batch = {"batch_id": "retry-1", "readings": readings(device_id, start_time(), 2)}
+    async with app_client(device_settings(test_issuer, ingest_enabled=False)) as no_ingest:
+        response = await post(no_ingest, key, batch)
+        assert response.status_code == 503, response.text
+    assert await influx_count(device_id) == 0
+    retried = await post(client, key, batch)
+    assert retried.json() == {"batch_id": "retry-1", "stored": 2, "duplicate": False}
