@@ -50,6 +50,7 @@ Sample = tuple[DeviceEntry, Telemetry]
 Key = tuple[uuid.UUID, uuid.UUID]  # (rule, device)
 
 IDLE, PENDING, FIRING = 0, 1, 2
+OFFLINE_CHUNK = 500  # offline alerts raised or resolved per transaction
 FAULT_CLEARED = "cleared"
 
 
@@ -345,7 +346,8 @@ class AlertEvaluator:
             newest = await repository.newest_alerts_of_rules(conn, [r.id for r in rules])
         seen = await repository.last_seen(self._redis)
         now = time.time()
-        raised = resolved = 0
+        to_raise: list[tuple[Rule, dict[str, Any], str]] = []
+        to_resolve: list[tuple[Rule, dict[str, Any]]] = []
         by_org: dict[uuid.UUID, list[dict[str, Any]]] = {}
         for d in devices:
             by_org.setdefault(d["org_id"], []).append(d)
@@ -366,13 +368,23 @@ class AlertEvaluator:
                 previous = newest.get((rule.id, d["id"]))
                 is_open = previous is not None and previous[0] != "resolved"
                 if silent and not is_open and (previous is None or previous[1].timestamp() < start):
-                    async with self._pool.connection() as conn, conn.transaction():
-                        message = (
-                            f"{rule.name}: no data for {int(now - start)} s"
-                            if last is not None
-                            else f"{rule.name}: never sent data ({int(now - start)} s since registered)"
-                        )
-                        if await service.raise_alert(
+                    message = (
+                        f"{rule.name}: no data for {int(now - start)} s"
+                        if last is not None
+                        else f"{rule.name}: never sent data ({int(now - start)} s since registered)"
+                    )
+                    to_raise.append((rule, d, message))
+                elif not silent and is_open:
+                    to_resolve.append((rule, d))
+        # Many at once (a site or a fleet going quiet): a few hundred per transaction; a failed chunk
+        # is rolled back and found again by the next check.
+        raised = resolved = 0
+        for i in range(0, len(to_raise), OFFLINE_CHUNK):
+            async with self._pool.connection() as conn, conn.transaction():
+                at = datetime.now(UTC)
+                for rule, d, message in to_raise[i : i + OFFLINE_CHUNK]:
+                    raised += (
+                        await service.raise_alert(
                             conn,
                             rule,
                             org_id=d["org_id"],
@@ -380,15 +392,15 @@ class AlertEvaluator:
                             device_id=d["id"],
                             message=message,
                             value=None,
-                            at=datetime.now(UTC),
-                        ):
-                            raised += 1
-                elif not silent and is_open:
-                    async with self._pool.connection() as conn, conn.transaction():
-                        if await service.resolve_cleared(
-                            conn, rule.id, d["id"], datetime.now(UTC), "data received"
-                        ):
-                            resolved += 1
+                            at=at,
+                        )
+                        is not None
+                    )
+        for i in range(0, len(to_resolve), OFFLINE_CHUNK):
+            async with self._pool.connection() as conn, conn.transaction():
+                at = datetime.now(UTC)
+                for rule, d in to_resolve[i : i + OFFLINE_CHUNK]:
+                    resolved += await service.resolve_cleared(conn, rule.id, d["id"], at, "data received")
         if (raised or resolved) and self._relay is not None:
             self._relay.poke()
         return raised, resolved
