@@ -158,7 +158,7 @@ class FlowService:
             if not dirty:
                 continue
             rows = await self._compute(key, dirty)
-            first = min(h for h in hours)
+            first = min(candidates)  # not the hour before the window (read for context only)
             async with self._pool.connection() as conn, conn.transaction():
                 await repository.upsert_hours(conn, rows)
                 await repository.upsert_device(conn, key, first, until)
