@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 
 UV_VERSION ?= 0.13.8
-BENCHES := bench-bridge bench-ingest bench-mqtt_ack bench-auth bench-trading bench-integration bench-analytics
+BENCHES := bench-bridge bench-ingest bench-mqtt_ack bench-auth bench-trading bench-integration bench-analytics bench-alerts
 
 .PHONY: .uv
 .uv: ## Check that uv is installed (installs it with pip when missing)
