@@ -12,7 +12,7 @@ import httpx
 from analytics_test_helpers import Received
 from psycopg_pool import AsyncConnectionPool
 
-from nattery_analytics.forecasts.model import MODEL_NAME, PERSISTENCE_NAME
+from nattery_analytics.forecasts.model import MODEL_NAME, SEASONAL_NAIVE_NAME
 from nattery_analytics.forecasts.repository import SiteKey
 from nattery_analytics.forecasts.service import LoadForecastService
 from nattery_analytics.settings import AnalyticsSection
@@ -74,20 +74,26 @@ async def test_operator_issues_a_forecast_and_it_is_published(
     r = await client.post(url, headers=bearer(test_issuer, key.org_id, role="operator"))
     assert r.status_code == 201, r.text
     issued = r.json()
-    # A week of history is less than the 14 days the model needs: persistence, and it says so.
-    assert issued["model"] == PERSISTENCE_NAME
+    # A week of history is less than the 14 days the model needs, more than the 2 of the seasonal-naive
+    # fallback: the seasonal naive, and it says so.
+    assert issued["model"] == SEASONAL_NAIVE_NAME
     assert "fallback" in issued["reason"]
 
     events = await eventually(lambda: forecasts_received.for_site(key.site_id))
     assert len(events) == 1
     data: ForecastUpdated = events[0].data
     assert events[0].source == "/services/analytics"
-    assert (data.org_id, data.site_id, data.model) == (key.org_id, key.site_id, PERSISTENCE_NAME)
+    assert (data.org_id, data.site_id, data.model) == (key.org_id, key.site_id, SEASONAL_NAIVE_NAME)
     tomorrow = datetime.now(LONDON).date() + timedelta(days=1)
     assert {p.start.astimezone(LONDON).date() for p in data.points} == {tomorrow}
     assert all(p.end - p.start == timedelta(minutes=30) for p in data.points)
-    for p in data.points:  # persistence of a pattern that repeats daily is the pattern
-        assert p.load_kw is not None and abs(p.load_kw - pattern_kw(p.start)) < 1e-6, p
+    half_hour = timedelta(minutes=30)
+    for p in data.points:
+        # A pattern that repeats daily: the same time's median is the pattern; the median of the slot and
+        # its ±30 min neighbours (about as many days each) is the middle of the three; the mean of both.
+        three = sorted(pattern_kw(p.start + d) for d in (-half_hour, timedelta(0), half_hour))
+        expected = (pattern_kw(p.start) + three[1]) / 2
+        assert p.load_kw is not None and abs(p.load_kw - expected) < 1e-6, p
         assert p.pv_kw is None, "a load forecast must not overwrite the weather-based PV forecast"
 
     # The API shows PV by the same time on the last days beside the load forecast.

@@ -24,9 +24,11 @@ from nattery_analytics.forecasts.model import (
     MEDIAN,
     MODEL_NAME,
     PERSISTENCE_NAME,
+    SEASONAL_NAIVE_NAME,
     LoadModel,
     ModelConfig,
     forecast_day,
+    persistence,
     seasonal_naive,
 )
 
@@ -61,18 +63,23 @@ def test_forecast_does_not_see_past_its_issue_time(sceaux: LoadHistory) -> None:
     assert model.trained_until == issue
 
 
-def test_short_history_falls_back_to_persistence_and_says_so(sceaux: LoadHistory) -> None:
-    target = date(2008, 1, 9)  # a week of history: less than the 14 days the model needs
+def test_under_two_days_of_history_falls_back_to_persistence_and_says_so(sceaux: LoadHistory) -> None:
+    target = date(2008, 1, 9)
     issue = issue_instant(target - timedelta(days=1), ZONE, CONFIG.issue_local)
+    first, n = day_slots(target, ZONE)
+    # Readings from two local days before the target only: 1.7 days known at the issue time.
+    load = sceaux.load_kw.copy()
+    load[: sceaux.index_of(first - timedelta(days=2))] = np.nan
+    short = LoadHistory(sceaux.start, load)
     model = LoadModel(CONFIG, ZONE)
-    assert not model.fit(sceaux, issue)
-    forecast = forecast_day(model, sceaux, target, ZONE, CONFIG)
+    assert not model.fit(short, issue)
+    forecast = forecast_day(model, short, target, ZONE, CONFIG)
     assert forecast.model == PERSISTENCE_NAME
-    assert "fallback" in forecast.reason and "needs 14" in forecast.reason
+    assert "fallback: 1.7 days" in forecast.reason and "needs 14" in forecast.reason
     assert forecast.quantiles_kw == {}
     first, n = day_slots(target, ZONE)
     idx = sceaux.index_of(first) + np.arange(n)
-    known_yesterday = idx - 48 < sceaux.index_of(issue)
+    known_yesterday = idx - 48 < short.index_of(issue)
     # Known at 16:00: yesterday's same time; after it, the day before.
     np.testing.assert_allclose(forecast.load_kw[known_yesterday], sceaux.load_kw[idx[known_yesterday] - 48])
     np.testing.assert_allclose(forecast.load_kw[~known_yesterday], sceaux.load_kw[idx[~known_yesterday] - 96])
@@ -147,3 +154,72 @@ def test_recent_level_ratio_compares_the_last_day_before_the_issue_with_the_last
 def test_naive_weight_outside_zero_one_is_refused() -> None:
     with pytest.raises(ValueError, match="naive_weight"):
         ModelConfig(naive_weight=1.5)
+
+
+def synthetic_history(target: date, days_before_issue: int, load_before_issue: list[float]) -> LoadHistory:
+    """``days_before_issue`` days of readings up to the issue time for ``target``, then 50 kW (not known
+    at the issue: must not be seen) up to the end of the target day."""
+    issue = issue_instant(target - timedelta(days=1), ZONE, CONFIG.issue_local)
+    start = issue - timedelta(days=days_before_issue)
+    first, n = day_slots(target, ZONE)
+    after = (first + timedelta(minutes=30) * n - issue) // timedelta(minutes=30)
+    assert len(load_before_issue) == days_before_issue * 48
+    return LoadHistory(start, np.array(load_before_issue + [50.0] * after))
+
+
+def test_from_two_days_of_history_the_fallback_is_the_seasonal_naive_median() -> None:
+    target = date(2024, 3, 12)  # Europe/Paris, UTC+1: the issue is 15:00 UTC, the target starts 23:00 UTC
+    rng = np.random.default_rng(7)
+    history = synthetic_history(target, 3, [float(v) for v in rng.uniform(0.1, 3.0, 3 * 48).round(2)])
+    forecast = forecast_day(None, history, target, ZONE, CONFIG)
+    assert forecast.model == SEASONAL_NAIVE_NAME
+    assert "fallback: 3.0 days" in forecast.reason and "seasonal-naive" in forecast.reason
+    assert forecast.quantiles_kw == {}
+
+    # By hand, slot by slot: the median of the same time on the days known at the issue time (3 each:
+    # yesterday's up to 16:00 local, from there the 2nd to 4th day back), averaged with the median of
+    # the same time and its ±30 min neighbours over those days.
+    issue_index = history.index_of(issue_instant(target - timedelta(days=1), ZONE, CONFIG.issue_local))
+    assert issue_index == 3 * 48
+    first, n = day_slots(target, ZONE)
+    expected = []
+    for j in range(n):
+        i = history.index_of(first) + j
+        same = [history.load_kw[i - 48 * k] for k in range(1, 8) if 0 <= i - 48 * k < issue_index]
+        wide = [
+            history.load_kw[i - 48 * k + s]
+            for k in range(1, 15)
+            for s in (-1, 0, 1)
+            if 0 <= i - 48 * k + s < issue_index
+        ]
+        assert len(same) == 3 and 7 <= len(wide) <= 9
+        expected.append((float(np.median(same)) + float(np.median(wide))) / 2)
+    np.testing.assert_allclose(forecast.load_kw, expected)
+    assert not np.allclose(forecast.load_kw, persistence(history, target, ZONE, CONFIG.issue_local))
+
+    # One slot written out: days of 1, 2 and 5 kW (oldest first) give 2 kW at 05:00 local.
+    blocks = synthetic_history(target, 3, [1.0] * 48 + [2.0] * 48 + [5.0] * 48)
+    assert forecast_day(None, blocks, target, ZONE, CONFIG).load_kw[10] == 2.0
+
+
+def test_one_day_of_history_falls_back_to_persistence() -> None:
+    target = date(2024, 3, 12)
+    history = synthetic_history(target, 1, [float(v) for v in np.linspace(0.2, 2.0, 48)])
+    forecast = forecast_day(None, history, target, ZONE, CONFIG)
+    assert forecast.model == PERSISTENCE_NAME
+    assert "fallback: 1.0 days" in forecast.reason and "persistence below 2 days" in forecast.reason
+    np.testing.assert_array_equal(forecast.load_kw, persistence(history, target, ZONE, CONFIG.issue_local))
+
+
+def test_the_walk_forward_counts_both_fallbacks(sceaux: LoadHistory) -> None:
+    # The first week of the data: persistence on the first day, the seasonal naive after, both fallbacks.
+    first_day = sceaux.start.astimezone(ZONE).date() + timedelta(days=2)
+    skill = walk_forward(sceaux, ZONE, first_day, first_day + timedelta(days=6), CONFIG)
+    assert skill.days == 7 and skill.fallback_days == 7 and skill.retrains == 7
+    kinds = {forecast_day(None, sceaux, first_day + timedelta(days=d), ZONE, CONFIG).model for d in range(7)}
+    assert kinds == {PERSISTENCE_NAME, SEASONAL_NAIVE_NAME}
+
+
+def test_min_naive_days_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_naive_days"):
+        ModelConfig(min_naive_days=0.5)

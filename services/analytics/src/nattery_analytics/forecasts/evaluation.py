@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from nattery_analytics.forecasts.features import SLOTS_PER_DAY, FloatArray, LoadHistory, issue_instant
-from nattery_analytics.forecasts.model import PERSISTENCE_NAME, DayRows, LoadModel, ModelConfig, forecast_day
+from nattery_analytics.forecasts.model import FALLBACK_NAMES, DayRows, LoadModel, ModelConfig, forecast_day
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Skill:
     slots: int
     mae_kw: float
     reference_mae_kw: float
-    fallback_days: int  # days forecast by persistence (history too short at the time)
+    fallback_days: int  # days forecast by a fallback (seasonal naive or persistence: history too short)
     retrains: int
 
     @property
@@ -68,7 +68,7 @@ def walk_forward(
         ok = ~(np.isnan(actual) | np.isnan(reference) | np.isnan(predicted))
         if ok.any():
             days += 1
-            fallback_days += forecast.model == PERSISTENCE_NAME
+            fallback_days += forecast.model in FALLBACK_NAMES
             errors.append(np.abs(predicted[ok] - actual[ok]))
             reference_errors.append(np.abs(reference[ok] - actual[ok]))
         day += timedelta(days=1)

@@ -8,7 +8,8 @@ the next local day, publish ``forecast.updated`` and keep what was issued.
   One replica runs the scheduled check at a time (a PostgreSQL advisory lock).
 - Models live in memory per site and are re-trained when older than ``forecast_retrain_days`` (or on
   the first forecast after a restart); a site with fewer than ``forecast_min_history_days`` of readings
-  gets persistence, and the event's ``model`` says so (``analytics.load.persistence_fallback``).
+  gets a fallback, and the event's ``model`` says which (``analytics.load.seasonal_naive_fallback``
+  from 2 days of readings, ``analytics.load.persistence_fallback`` before: ``model.forecast_day``).
 - Publish, then store: a forecast stored is one that was published; a failed publish is retried at the
   next check. ``forecast.updated`` carries the median as ``load_kw``; the quantiles stay in the API
   (the contract has no field for them).
