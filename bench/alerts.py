@@ -11,8 +11,12 @@ tables (as in ``bench/ingest.py``); the org's offline rule (``--window-s``, defa
 the REST API (``POST /alert-rules``, which also seeds the org's defaults), and the default 15-minute
 offline rule is disabled through the API (``PUT``) so it cannot raise anything. Every device then sends
 one 25-field telemetry message over MQTT (the load generator's payload, the service account), spread
-evenly over ``--spread-s`` (default 30 s: devices going quiet at different times, as a fleet does;
-``--spread-s 0`` is the whole fleet going quiet at once). ``alert.raised`` events are collected by an
+evenly over ``--spread-s`` (default 10 s: devices going quiet at different times, as a fleet does;
+``--spread-s 0`` is the whole fleet going quiet at once). The spread must stay well inside the window: a
+device with no message yet is silent since the rule's creation, and the check rightly raises "never sent"
+for it once the window has passed (those are counted apart, as missing, and say the bench was wrong).
+Beside the figure, its two parts: due -> the alert's ``at`` (the check raising it in PostgreSQL) and
+``at`` -> received (outbox relay + RabbitMQ). ``alert.raised`` events are collected by an
 exclusive, auto-deleted queue of the bench's own bound to ``nattery.events``, and each is matched to its
 device's message timestamp (the sample's ``ts``, which is what presence stores as last seen).
 
@@ -34,6 +38,7 @@ import random
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +174,7 @@ class RaisedCapture:
 
     def __init__(self, rule_id: str | None = None) -> None:
         self.rule_id = rule_id
-        self.arrived: dict[str, tuple[float, str]] = {}  # device id -> (arrival, message)
+        self.arrived: dict[str, tuple[float, str, float]] = {}  # device id -> (arrival, message, at)
         self.duplicates = 0
         self._connection: Any = None
 
@@ -196,7 +201,8 @@ class RaisedCapture:
                     if device in self.arrived:
                         self.duplicates += 1
                     else:
-                        self.arrived[device] = (now, str(data.get("message", "")))
+                        at = datetime.fromisoformat(str(data["at"])).timestamp()
+                        self.arrived[device] = (now, str(data.get("message", "")), at)
 
             await queue.consume(on_message)
         except BaseException:
@@ -206,6 +212,35 @@ class RaisedCapture:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._connection.close()
+
+
+class PresenceWatch:
+    """Polls presence's last-seen set in Redis for the bench's devices every 0.5 s: how many are there
+    at a given moment, and when the last one arrived (the ingest path's lag, which the check reads)."""
+
+    def __init__(self, device_ids: list[uuid.UUID]) -> None:
+        self.members = [str(d) for d in device_ids]
+        self.counts: list[tuple[float, int]] = []  # (epoch s, devices seen)
+        self.all_seen_at: float | None = None
+
+    async def run(self) -> None:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(TEST_REDIS_URL)
+        try:
+            while self.all_seen_at is None:
+                scores = await redis.zmscore(LAST_SEEN_KEY, self.members)
+                seen = sum(1 for x in scores if x is not None)
+                self.counts.append((time.time(), seen))
+                if seen == len(self.members):
+                    self.all_seen_at = time.time()
+                await asyncio.sleep(0.5)
+        finally:
+            await redis.aclose()
+
+    def seen_at(self, moment: float) -> int | None:
+        before = [n for t, n in self.counts if t <= moment]
+        return before[-1] if before else None
 
 
 # --- one message per device --------------------------------------------------------------------
@@ -263,9 +298,11 @@ async def main() -> None:
     )
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--window-s", type=int, default=20)
-    parser.add_argument("--spread-s", type=float, default=30.0)
+    parser.add_argument("--spread-s", type=float, default=10.0)
     parser.add_argument("--grace-s", type=float, default=60.0, help="wait past the last expected alert")
     args = parser.parse_args()
+    if args.spread_s > args.window_s / 2:
+        parser.error("--spread-s must be at most half of --window-s (see the docstring)")
     lock_test_servers("bench/alerts.py")  # a pytest session starting now would wipe our sites
 
     issuer = TestIssuer()
@@ -293,9 +330,13 @@ async def main() -> None:
             note(
                 f"rule {rule_id} ({args.window_s} s); publishing one message per device over {args.spread_s:g} s"
             )
+            watch = PresenceWatch(list(devices.values()))
+            watcher = asyncio.create_task(watch.run())
+            rule_created = time.time()
             t1 = time.monotonic()
             sent_ts = await publish_once_each(list(devices), args.spread_s)
             publish_s = time.monotonic() - t1
+            published_at = time.time()
             expected = {str(devices[name]): ts + args.window_s for name, ts in sent_ts.items()}
             deadline = max(expected.values()) + args.grace_s
             while len(capture.arrived) < len(expected) and time.time() < deadline:
@@ -305,20 +346,35 @@ async def main() -> None:
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1.0)  # a late duplicate or stray would show here
             cpu_s = service.cpu_seconds()
+            # The service's own counters of the path (ingest, MQTT, presence): where messages went.
+            counters = {}
+            for line in (await api.get("/metrics")).text.splitlines():
+                name, _, value = line.rpartition(" ")
+                if name.startswith(
+                    ("nattery_device_ingest", "nattery_device_mqtt", "nattery_device_presence")
+                ) and (name.endswith(("_total", "}")) and "_bucket" not in name):
+                    counters[name] = float(value)
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         latencies: list[float] = []
+        raising: list[float] = []  # due -> the alert's at (the check)
+        relaying: list[float] = []  # at -> received (outbox relay, RabbitMQ)
         never_sent = 0
         early = 0
         for device, due in expected.items():
             found = capture.arrived.get(device)
             if found is None:
                 continue
-            arrival, message = found
+            arrival, message, at = found
             if "never sent" in message:
                 never_sent += 1  # the message was not ingested: its latency is not this figure's
                 continue
             if arrival < due:
                 early += 1
             latencies.append(arrival - due)
+            raising.append(at - due)
+            relaying.append(arrival - at)
         missing = len(expected) - len(latencies)
         strays = len(set(capture.arrived) - set(expected))
         note(f"{len(latencies)} alerts measured of {len(expected)} expected; never-sent {never_sent}")
@@ -342,6 +398,15 @@ async def main() -> None:
             p50_s=round(percentile(latencies, 50), 3) if latencies else None,
             max_s=round(max(latencies), 3) if latencies else None,
             min_s=round(min(latencies), 3) if latencies else None,
+            due_to_raised_p50_s=round(percentile(raising, 50), 3) if raising else None,
+            due_to_raised_p99_s=round(percentile(raising, 99), 3) if raising else None,
+            raised_to_received_p50_s=round(percentile(relaying, 50), 3) if relaying else None,
+            raised_to_received_p99_s=round(percentile(relaying, 99), 3) if relaying else None,
+            presence_all_seen_after_publish_s=round(watch.all_seen_at - published_at, 2)
+            if watch.all_seen_at is not None
+            else None,
+            presence_seen_when_rule_window_ended=watch.seen_at(rule_created + args.window_s),
+            service_counters=counters,
             check_interval_s=CHECK_INTERVAL_S,
             window_s=args.window_s,
             spread_s=args.spread_s,
