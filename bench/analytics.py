@@ -7,7 +7,8 @@ skill = 1 - MAE(forecast) / MAE(same time yesterday), over every half-hour of ev
 year (services/analytics/data/README.md), walk-forward: each day is forecast at 16:00 local the day
 before, by the production code (nattery_analytics.forecasts: evaluation.walk_forward -> model.LoadModel,
 model.forecast_day), with a model re-trained every 7 days on the slots that ended before that issue
-time; days with less than 14 days of history are forecast by the persistence fallback and count too.
+time; days with less than 14 days of history are forecast by the fallbacks (seasonal-naive median from 2
+days of history, persistence before) and count too.
 The reference takes the load 24 h earlier even when part of it was not yet known at 16:00 (a stricter
 reference than any forecast issued at 16:00 could use). No temperature: these files have none.
 
