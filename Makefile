@@ -30,10 +30,10 @@ test: install infra ## Run the whole test suite against real servers
 	NATTERY_TEST_STRICT=1 uv run pytest
 
 .PHONY: bench
-bench: $(BENCHES) ## Run the benchmarks bench-{bridge,ingest,mqtt_ack,auth,trading,integration,analytics} (bench/*.py; not in `make test`)
+bench: $(BENCHES) ## Run the benchmarks bench-{bridge,ingest,mqtt_ack,auth,trading,integration,analytics,alerts} (bench/*.py; not in `make test`)
 
 .PHONY: $(BENCHES)
-$(BENCHES): bench-%: install infra ## Run one benchmark: bench-bridge, bench-ingest, bench-mqtt_ack, bench-auth, bench-trading, bench-integration, bench-analytics
+$(BENCHES): bench-%: install infra ## Run one benchmark: bench-bridge, bench-ingest, bench-mqtt_ack, bench-auth, bench-trading, bench-integration, bench-analytics, bench-alerts
 	@if [ -f bench/$*.py ]; then uv run python bench/$*.py; else echo "bench/$*.py does not exist yet: skipped"; fi
 
 .PHONY: lint
