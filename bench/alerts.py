@@ -44,7 +44,6 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg.types.json import Jsonb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench" / "loadgen"))
@@ -52,13 +51,12 @@ sys.path.insert(0, str(REPO / "bench" / "loadgen"))
 import common  # noqa: E402
 import mqtt_wire  # noqa: E402
 from common import emit, percentile  # noqa: E402
-from ingest import LIMITS, DeviceService, machine_load  # noqa: E402
+from ingest import DeviceService, insert_sites, machine_load  # noqa: E402
 from loadgen import payload, values_json  # noqa: E402
 
 from nattery_device.alerts.evaluator import AlertEvaluator  # noqa: E402
 from nattery_device.alerts.schemas import RuleIn  # noqa: E402
 from nattery_device.presence.latest import LAST_SEEN_KEY, latest_key  # noqa: E402
-from nattery_shared import migrations  # noqa: E402
 from nattery_shared.mqtt5 import wire  # noqa: E402
 from nattery_shared.testing import (  # noqa: E402
     TEST_PG_DSN,
@@ -86,26 +84,7 @@ def slug(i: int) -> str:
 # --- setup and cleanup -----------------------------------------------------------------------
 def register_sites(org_id: uuid.UUID, count: int) -> dict[str, uuid.UUID]:
     """One site with one inverter per device, straight into device's tables: device ids by site slug."""
-    migrations.upgrade(REPO / "services/device/src/nattery_device/migrations", TEST_PG_DSN, "device")
-    devices: dict[str, uuid.UUID] = {}
-    with psycopg.connect(TEST_PG_DSN, options="-c search_path=device") as conn:
-        conn.execute("DELETE FROM sites WHERE slug LIKE %s", (f"{PREFIX}-%",))
-        site_rows, device_rows = [], []
-        for i in range(count):
-            site_id, device_id = uuid.uuid4(), uuid.uuid4()
-            devices[slug(i)] = device_id
-            site_rows.append((site_id, org_id, slug(i), slug(i), "UTC", Jsonb(LIMITS)))
-            device_rows.append((device_id, org_id, site_id, "inv1", "inverter"))
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO sites (id, org_id, slug, name, timezone, safety_limits) VALUES (%s, %s, %s, %s, %s, %s)",
-                site_rows,
-            )
-            cur.executemany(
-                "INSERT INTO devices (id, org_id, site_id, slug, kind) VALUES (%s, %s, %s, %s, %s)",
-                device_rows,
-            )
-    return devices
+    return insert_sites(org_id, PREFIX, [slug(i) for i in range(count)])
 
 
 def fleet_size() -> int:

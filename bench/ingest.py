@@ -108,14 +108,14 @@ def note(message: str) -> None:
 
 
 # --- setup ------------------------------------------------------------------------------------
-def register_sites(org_id: uuid.UUID, sites: int) -> dict[str, uuid.UUID]:
-    """Bench sites straight into device's tables (no MQTT credentials: the generator publishes with the
-    service account). Returns device ids by site slug, plus the probe and history devices."""
+def insert_sites(org_id: uuid.UUID, prefix: str, slugs: list[str]) -> dict[str, uuid.UUID]:
+    """One site with one inverter per slug, straight into device's tables (no MQTT credentials: the
+    generator publishes with the service account), after removing the ``prefix-`` sites an earlier run
+    left. Returns device ids by site slug. Shared with bench/alerts.py."""
     migrations.upgrade(REPO / "services/device/src/nattery_device/migrations", TEST_PG_DSN, "device")
-    slugs = [site_slug(PREFIX, i) for i in range(sites)] + [f"{PREFIX}-probe", f"{PREFIX}-history"]
     devices: dict[str, uuid.UUID] = {}
     with psycopg.connect(TEST_PG_DSN, options="-c search_path=device") as conn:
-        conn.execute("DELETE FROM sites WHERE slug LIKE %s", (f"{PREFIX}-%",))
+        conn.execute("DELETE FROM sites WHERE slug LIKE %s", (f"{prefix}-%",))
         with conn.cursor() as cur:
             site_rows, device_rows = [], []
             for slug in slugs:
@@ -132,6 +132,12 @@ def register_sites(org_id: uuid.UUID, sites: int) -> dict[str, uuid.UUID]:
                 device_rows,
             )
     return devices
+
+
+def register_sites(org_id: uuid.UUID, sites: int) -> dict[str, uuid.UUID]:
+    """The bench's sites, plus the probe and history devices: device ids by site slug."""
+    slugs = [site_slug(PREFIX, i) for i in range(sites)] + [f"{PREFIX}-probe", f"{PREFIX}-history"]
+    return insert_sites(org_id, PREFIX, slugs)
 
 
 def remove_sites() -> None:
