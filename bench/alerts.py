@@ -84,7 +84,8 @@ def slug(i: int) -> str:
 # --- setup and cleanup -----------------------------------------------------------------------
 def register_sites(org_id: uuid.UUID, count: int) -> dict[str, uuid.UUID]:
     """One site with one inverter per device, straight into device's tables: device ids by site slug."""
-    return insert_sites(org_id, PREFIX, [slug(i) for i in range(count)])
+    devices: dict[str, uuid.UUID] = insert_sites(org_id, PREFIX, [slug(i) for i in range(count)])
+    return devices
 
 
 def fleet_size() -> int:
